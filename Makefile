@@ -1,0 +1,45 @@
+# Two commands for a newcomer: `make demo` and `make test`. Both create .venv and install what they
+# need on first use; stamp files make a second run skip the installs.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# constraints.txt pins torch==2.13.0 (the local CPU build on this machine; an unpinned torch
+# would pull several GB of CUDA packages). pyproject.toml keeps a range for users elsewhere.
+PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt
+
+.PHONY: demo test lint format docs clean bench
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
+	$(PIP) torch==2.13.0
+	$(PIP) -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml constraints.txt
+	$(PIP) -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/jumok demo
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(VENV)/.installed-test
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+docs: $(VENV)/.installed
+	$(BIN)/python -m jumok.docgen
+
+bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/date_core.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

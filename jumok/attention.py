@@ -1,0 +1,75 @@
+"""The attention layer of the lecture: scores, masked softmax, context vector (points 4-7).
+
+Dimension key, used in names across jumok (``weights_BTS`` is a (B, T, S) tensor):
+
+    B batch    S source length    T target length (output steps)
+    E embedding size    H hidden size    V vocabulary size    K beam size
+
+For each output step the decoder's LSTM output ``h`` is compared with every row of the encoder's
+stacked states ``hs`` by a dot product (point 6), the scores are normalised by a softmax over
+source positions, with padding masked to exactly 0 (point 5), and the context vector is the
+weighted sum of the rows of ``hs``. Every step of a sentence is handled at once: with T queries
+the whole thing is two batched matrix products.
+
+Worked example (2 output steps, 3 source positions, H = 1): ``hs = [[1], [2], [0]]`` with the
+last position padding, queries ``[[0], [1]]``. Scores are ``[[0, 0, -inf], [1, 2, -inf]]``;
+softmax gives weights ``[[0.5, 0.5, 0], [0.269, 0.731, 0]]``; contexts are ``[1.5, 1.731]``.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+
+def masked_softmax(scores_BTS: Tensor, mask_BS: Tensor) -> Tensor:
+    """Softmax over source positions with padding at exactly 0.
+
+    Args:
+        scores_BTS: raw scores.
+        mask_BS: True at real source tokens, False at padding; every row has a True.
+
+    Returns:
+        weights_BTS: non-negative, each (b, t) row sums to 1, exactly 0 where ``mask_BS`` is False.
+    """
+    scores_BTS = scores_BTS.masked_fill(~mask_BS.unsqueeze(1), float("-inf"))
+    return scores_BTS.softmax(dim=-1)
+
+
+def dot_scores(queries_BTH: Tensor, keys_BSH: Tensor) -> Tensor:
+    """The lecture's score: dot product between each query and each row of ``hs`` (point 6).
+
+    Returns:
+        scores_BTS with ``scores[b, t, s] = queries[b, t] . keys[b, s]``.
+    """
+    return queries_BTH @ keys_BSH.transpose(1, 2)
+
+
+class DotAttention(nn.Module):
+    """Dot-product attention (Luong et al. 2015, "dot"); no parameters.
+
+    The module is stateless: weights are returned, nothing is stored between calls.
+    """
+
+    def forward(
+        self, queries_BTH: Tensor, hs_BSH: Tensor, mask_BS: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Attend from T decoder states to the S encoder states.
+
+        Args:
+            queries_BTH: decoder LSTM outputs, one row per output step.
+            hs_BSH: encoder states (lecture point 3's matrix ``hs``).
+            mask_BS: True at real source tokens.
+
+        Returns:
+            context_BTH: the weighted sums of ``hs`` (point 5's context vector).
+            weights_BTS: the attention weights.
+        """
+        B, S, H = hs_BSH.shape
+        if queries_BTH.dim() != 3 or queries_BTH.shape[0] != B or queries_BTH.shape[2] != H:
+            raise ValueError(f"queries: expected ({B}, T, {H}), got {tuple(queries_BTH.shape)}")
+        if tuple(mask_BS.shape) != (B, S):
+            raise ValueError(f"mask: expected ({B}, {S}), got {tuple(mask_BS.shape)}")
+        scores_BTS = dot_scores(queries_BTH, hs_BSH)
+        weights_BTS = masked_softmax(scores_BTS, mask_BS)
+        context_BTH = weights_BTS @ hs_BSH
+        return context_BTH, weights_BTS

@@ -1,0 +1,184 @@
+"""The ``jumok`` command line; the only module that reads ``sys.argv``.
+
+Subcommands: ``train``, ``translate``, ``demo``. Any :class:`~jumok.errors.JumokError` is
+printed as one line ``jumok: error: ...`` with exit status 2; nothing already on disk is changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+
+from jumok.errors import DataError, JumokError
+
+COMMANDS_DOC = "docs/cli.md"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jumok",
+        description="Train, inspect and use attention-based sequence-to-sequence models.",
+    )
+    parser.add_argument("--version", action="version", version=f"jumok {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "train",
+        help="train a model from a YAML config",
+        description="Train the model a config describes and write a run directory "
+        "(config.yaml, metrics.jsonl, best/last checkpoints).",
+    )
+    p.add_argument("config", type=Path, help="YAML config (see docs/config.md)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field by its dotted path, e.g. --set train.lr=3e-4 (repeatable)",
+    )
+    p.add_argument(
+        "--run-dir",
+        type=Path,
+        help="where to write the run (default: runs/CONFIGNAME-TIMESTAMP); must not hold a run",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "translate",
+        help="decode text with a trained run",
+        description="Read one input per line and write the model's output for each.",
+    )
+    p.add_argument("run_dir", type=Path, help="a run directory (or a .safetensors checkpoint)")
+    p.add_argument(
+        "--input", default="-", help="input file, one text per line; '-' = stdin (default)"
+    )
+    p.add_argument("--output", default="-", help="output file; '-' = stdout (default)")
+    p.add_argument(
+        "--format",
+        choices=["text", "jsonl"],
+        default="text",
+        help="text: one output per line; jsonl: output, score, tokens and attention matrix per line",
+    )
+    p.add_argument(
+        "--checkpoint", choices=["best", "last"], default="best", help="which checkpoint"
+    )
+    p.add_argument("--max-length", type=int, help="most output tokens (default: decode.max_length)")
+    p.add_argument(
+        "--batch-size", type=int, help="sentences per batch (default: decode.batch_size)"
+    )
+    p.set_defaults(func=cmd_translate)
+
+    p = sub.add_parser(
+        "demo",
+        help="train the lecture's model on generated dates and show what it learned",
+        description="Generate date-format data, train the lecture's attention model "
+        "(examples/date.yaml), print exact match per epoch and sample answers, and write "
+        "attention heatmaps, a learning curve and report.md.",
+    )
+    p.add_argument("--out", type=Path, help="output directory (default: demo-runs/TIMESTAMP)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field of the demo's config, e.g. --set train.epochs=2",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def _version() -> str:
+    from jumok import __version__
+
+    return __version__
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from jumok.config import load_config
+    from jumok.train import train
+
+    cfg = load_config(args.config, args.overrides)
+    run_dir = args.run_dir or Path("runs") / (
+        f"{args.config.stem}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    )
+    print(f"run directory: {run_dir}")
+    result = train(cfg, run_dir, progress=not args.no_progress)
+    print(f"best dev exact match {100 * result.best_exact_match:.2f}%; checkpoints in {run_dir}/")
+    return 0
+
+
+def read_inputs(source: str) -> list[str]:
+    """Lines of a file or stdin; an empty line or bad UTF-8 is an error naming the line."""
+    name = "<stdin>" if source == "-" else source
+    try:
+        raw = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{name}: input file not found") from None
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    lines = raw.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    texts = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            text = line.rstrip(b"\r").decode("utf-8")
+        except UnicodeDecodeError:
+            raise DataError(f"{name}:{number}: not valid UTF-8") from None
+        if not text.strip():
+            raise DataError(f"{name}:{number}: empty line; expected one text to translate per line")
+        texts.append(text)
+    return texts
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from jumok.translator import load
+
+    translator = load(
+        args.run_dir, which=args.checkpoint
+    )  # a bad run dir fails before stdin is read
+    texts = read_inputs(args.input)
+    results = translator.translate(texts, max_length=args.max_length, batch_size=args.batch_size)
+    if args.format == "jsonl":
+        lines = [json.dumps(r.to_dict(), ensure_ascii=False) for r in results]
+    else:
+        lines = [r.text for r in results]
+    payload = "".join(line + "\n" for line in lines)
+    if args.output == "-":
+        sys.stdout.write(payload)
+    else:
+        from jumok.checkpoint import atomic_write_text
+
+        atomic_write_text(args.output, payload)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from jumok.demo import run_demo
+
+    run_demo(args.out, args.overrides, progress=not args.no_progress)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except JumokError as err:
+        print(f"jumok: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("jumok: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

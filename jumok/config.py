@@ -1,0 +1,347 @@
+"""The one typed config tree: ``Config(data, model, train, decode)``.
+
+Every field is typed, has a default and a one-line description; the reference page
+``docs/config.md`` is generated from these classes (``python -m jumok.docgen``) and a test fails
+when it is stale. Configs are frozen pydantic models with ``extra="forbid"``, so unknown keys,
+wrong types and bad choices are rejected with the key path. :func:`load_config` adds the file name
+and a "did you mean" to those errors.
+
+Defaults keep the lecture's model (SUMMARY.md points 2-7): a one-layer LSTM encoder that keeps
+every hidden state ``hs``, a one-layer LSTM decoder started from the encoder's last state, dot
+attention at every output step, and an output layer over ``[context; h]``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from jumok.errors import ConfigError
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+# --------------------------------------------------------------------------------------- data
+class GenerateConfig(_Frozen):
+    """A generated toy task, so that a config is self-contained (no data files needed)."""
+
+    task: Literal["date", "addition"] = Field(
+        "date",
+        description="Which toy task of Deep Learning from Scratch 2 to generate: "
+        "'date' (ch. 8, 'september 27, 1994' -> '1994-09-27') or 'addition' (ch. 7, '16+75' -> '91').",
+    )
+    size: int = Field(
+        50_000, gt=0, description="Number of distinct pairs to generate (train + dev + test)."
+    )
+    dev_size: int = Field(
+        1_000, ge=0, description="Pairs held out for validation after every epoch."
+    )
+    test_size: int = Field(5_000, ge=0, description="Pairs held out for the final test.")
+    seed: int = Field(0, description="Seed of the generator and of the split.")
+    extra_formats: bool = Field(
+        False,
+        description="Date task only: add jumok's own formats beyond the book's (day-first, "
+        "ISO-like '1994.09.27', Korean '1994년 9월 27일').",
+    )
+
+    @model_validator(mode="after")
+    def _sizes_fit(self) -> GenerateConfig:
+        if self.dev_size + self.test_size >= self.size:
+            raise ValueError(
+                f"dev_size + test_size ({self.dev_size} + {self.test_size}) must be smaller than "
+                f"size ({self.size}) so that some pairs are left for training"
+            )
+        return self
+
+
+class DataConfig(_Frozen):
+    """Where the sentence pairs come from and how they are turned into tokens."""
+
+    generate: GenerateConfig | None = Field(
+        None, description="Generate a toy task instead of reading files (see data.generate.*)."
+    )
+    train: Path | None = Field(
+        None, description="Training pairs: a UTF-8 file with one 'source<TAB>target' per line."
+    )
+    dev: Path | None = Field(
+        None,
+        description="Validation pairs (same format). If absent, data.dev_size pairs are held out "
+        "from data.train.",
+    )
+    test: Path | None = Field(None, description="Test pairs (same format), optional.")
+    dev_size: int = Field(
+        1_000, ge=0, description="Pairs held out from data.train when data.dev is not given."
+    )
+    split_seed: int = Field(0, description="Seed of the hold-out split when data.dev is not given.")
+    reverse_source: bool = Field(
+        False,
+        description="Feed the source to the encoder in reverse order (Sutskever et al. 2014; the "
+        "book reverses the input in ch. 7-8). Attention maps are always shown in the original order.",
+    )
+    max_source_length: int = Field(
+        200,
+        gt=0,
+        description="Training pairs whose source is longer (in tokens) are dropped and counted.",
+    )
+    max_target_length: int = Field(
+        200,
+        gt=0,
+        description="Training pairs whose target is longer (in tokens) are dropped and counted.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        if self.generate is None and self.train is None:
+            raise ValueError("give either data.generate (a toy task) or data.train (a pairs file)")
+        if self.generate is not None and (self.train or self.dev or self.test):
+            raise ValueError(
+                "data.generate and data.train/dev/test are alternatives: remove one of them"
+            )
+        return self
+
+
+# -------------------------------------------------------------------------------------- model
+class EncoderConfig(_Frozen):
+    """The encoder: embedding + LSTM returning every hidden state ``hs`` (lecture point 3)."""
+
+    embedding_size: int = Field(16, gt=0, description="Source embedding size E (book ch. 8: 16).")
+    hidden_size: int = Field(256, gt=0, description="LSTM hidden size H (book ch. 8: 256).")
+
+
+class DecoderConfig(_Frozen):
+    """The decoder: embedding + LSTM + attention at every step + output layer over [context; h]."""
+
+    embedding_size: int = Field(16, gt=0, description="Target embedding size E (book ch. 8: 16).")
+    hidden_size: int = Field(
+        256, gt=0, description="LSTM hidden size H; must equal the encoder's for dot attention."
+    )
+
+
+class ModelConfig(_Frozen):
+    """The encoder-decoder with attention."""
+
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig, description="Encoder settings.")
+    decoder: DecoderConfig = Field(default_factory=DecoderConfig, description="Decoder settings.")
+    attention: Literal["dot"] = Field(
+        "dot",
+        description="Score between the decoder state and each row of hs. 'dot' is the lecture's "
+        "dot product (Luong et al. 2015 'dot').",
+    )
+
+    @model_validator(mode="after")
+    def _sizes_match(self) -> ModelConfig:
+        enc, dec = self.encoder.hidden_size, self.decoder.hidden_size
+        if enc != dec:
+            raise ValueError(
+                f"model.decoder.hidden_size ({dec}) must equal model.encoder.hidden_size ({enc}): "
+                "the decoder starts from the encoder's last state and dot attention compares the "
+                "two directly; set both to the same value"
+            )
+        return self
+
+
+# -------------------------------------------------------------------------------------- train
+class TrainConfig(_Frozen):
+    """The training loop."""
+
+    epochs: int = Field(10, gt=0, description="Passes over the training pairs.")
+    batch_size: int = Field(128, gt=0, description="Sentence pairs per update (book: 128).")
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate (book: 0.001).")
+    clip_grad_norm: float | None = Field(
+        5.0,
+        gt=0,
+        description="Clip the global gradient norm to this value (book: 5.0); null = off.",
+    )
+    seed: int = Field(42, description="Seed of initialisation, shuffling and everything random.")
+    max_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="Wall-clock budget: stop cleanly after the update that crosses it, validate and "
+        "keep a checkpoint. null = no budget.",
+    )
+    bucketing: bool = Field(
+        True,
+        description="Group sentences of similar source length into the same batch (less padding, "
+        "same examples per epoch). A jumok addition; the book pads every input to 29 characters.",
+    )
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="'bf16' runs the forward pass under bfloat16 autocast with float32 master weights.",
+    )
+    threads: int | None = Field(
+        None, gt=0, description="CPU threads for PyTorch; null = PyTorch's default."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "cpu", description="Where to train; 'auto' picks CUDA when available."
+    )
+    eval_batch_size: int = Field(500, gt=0, description="Sentences per batch when validating.")
+
+
+# ------------------------------------------------------------------------------------- decode
+class DecodeConfig(_Frozen):
+    """Turning a trained model's outputs into text."""
+
+    max_length: int = Field(
+        100, gt=0, description="Most output tokens per sentence (eos included)."
+    )
+    batch_size: int = Field(256, gt=0, description="Sentences decoded together.")
+
+
+class Config(_Frozen):
+    """Everything a run needs; written resolved into the run directory and every checkpoint."""
+
+    data: DataConfig = Field(description="Data: where pairs come from and how they are read.")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="The model.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Training.")
+    decode: DecodeConfig = Field(default_factory=DecodeConfig, description="Decoding.")
+
+
+# ------------------------------------------------------------------------------ load and save
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML config, apply ``a.b=c`` overrides, validate.
+
+    Raises:
+        ConfigError: naming the file (or ``--set``), the key path and what was expected.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    text = path.read_text(encoding="utf-8-sig")
+    raw = parse_yaml(text, source=str(path))
+    raw = apply_overrides(raw, overrides)
+    config = validate(raw, source=str(path), overrides=overrides)
+    # Relative data paths are relative to the config file, so a config works from any directory.
+    return _resolve_paths(config, path.parent)
+
+
+def parse_yaml(text: str, source: str) -> dict[str, Any]:
+    """Parse YAML text to a mapping, with the file and line in any error."""
+    try:
+        raw = yaml.safe_load(io.StringIO(text))
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        raise ConfigError(f"{where}: YAML syntax error: {err.problem}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source}: YAML error: {err}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{source}: expected a mapping of sections (data, model, ...), got {type(raw).__name__}"
+        )
+    return raw
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with each ``a.b.c=value`` applied; values are parsed as YAML."""
+    raw = _deep_copy(raw)
+    for item in overrides:
+        key, sep, value_text = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. train.lr=3e-4")
+        try:
+            value = yaml.safe_load(value_text) if value_text.strip() else None
+        except yaml.YAMLError:
+            value = value_text
+        node = raw
+        parts = key.split(".")
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(
+                    f"--set {item!r}: {'.'.join(parts[: depth + 1])} is a value, not a section"
+                )
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+def validate(raw: dict[str, Any], source: str = "<config>", overrides: tuple | list = ()) -> Config:
+    """Validate a raw mapping into a :class:`Config`, with readable errors."""
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        lines = [_describe(e, source, overrides) for e in err.errors()]
+        raise ConfigError("\n".join(lines)) from None
+
+
+def config_to_yaml(config: Config) -> str:
+    """The resolved config as YAML (paths as strings), the form written into runs."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def config_from_yaml(text: str, source: str) -> Config:
+    """Inverse of :func:`config_to_yaml`."""
+    return validate(parse_yaml(text, source), source=source)
+
+
+def _resolve_paths(config: Config, base: Path) -> Config:
+    data = config.data
+    updates = {}
+    for name in ("train", "dev", "test"):
+        value = getattr(data, name)
+        if value is not None and not value.is_absolute():
+            updates[name] = (base / value).resolve()
+    if not updates:
+        return config
+    return config.model_copy(update={"data": data.model_copy(update=updates)})
+
+
+def _deep_copy(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _deep_copy(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_deep_copy(v) for v in node]
+    return node
+
+
+def _describe(error: dict[str, Any], source: str, overrides: tuple | list) -> str:
+    loc = [str(part) for part in error["loc"]]
+    key = ".".join(loc)
+    origin = source
+    for item in overrides:
+        if item.partition("=")[0].strip() == key:
+            origin = f"--set {item}"
+    if error["type"] == "extra_forbidden":
+        fields = _fields_at(loc[:-1])
+        hint = difflib.get_close_matches(loc[-1], fields, n=1)
+        suggestion = f" (did you mean {hint[0]}?)" if hint else ""
+        known = ", ".join(fields)
+        return f"{origin}: {key}: unknown field{suggestion}; expected one of: {known}"
+    if error["type"] == "missing":
+        if key == "data":
+            return f"{origin}: data: missing section; give data.generate (a toy task) or data.train (a pairs file)"
+        return f"{origin}: {key}: missing required field"
+    message = error["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    where = key or "(top level)"
+    got = error.get("input")
+    shown = "" if error["type"] in ("missing",) or isinstance(got, dict) else f" (got {got!r})"
+    return f"{origin}: {where}: {message}{shown}"
+
+
+def _fields_at(path: list[str]) -> list[str]:
+    model: type[BaseModel] = Config
+    for part in path:
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        annotation = field.annotation
+        candidates = getattr(annotation, "__args__", (annotation,))
+        models = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not models:
+            return []
+        model = models[0]
+    return list(model.model_fields)

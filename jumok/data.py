@@ -1,0 +1,283 @@
+"""Sentence pairs: reading them, splitting them, turning them into padded batches.
+
+A *pair file* holds one ``source<TAB>target`` per line, UTF-8 (a BOM is allowed), LF or CRLF.
+Any malformed line raises :class:`~jumok.errors.DataError` naming the file and line.
+
+Shapes: ``B`` batch, ``S`` source length, ``T`` target length (see ``attention.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from jumok import synthetic
+from jumok.config import DataConfig
+from jumok.errors import DataError
+from jumok.vocab import BOS_ID, EOS_ID, PAD_ID, Vocab, tokenize_chars
+
+Pair = tuple[str, str]
+
+
+# ------------------------------------------------------------------------------------ reading
+def read_pairs(path: str | Path) -> list[Pair]:
+    """Read a ``source<TAB>target`` file.
+
+    Raises:
+        DataError: the file is missing or unreadable, or a line is not valid UTF-8, has no tab or
+            more than one, or has an empty side. The message names file and line.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: data file not found") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot read: {err.strerror}") from None
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    lines = raw.split(b"\n")
+    while lines and lines[-1].strip() == b"":  # trailing newline(s) at the end of the file
+        lines.pop()
+    if not lines:
+        raise DataError(f"{path}: the file holds no pairs; expected lines of source<TAB>target")
+    pairs: list[Pair] = []
+    for number, line in enumerate(lines, start=1):
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise DataError(
+                f"{path}:{number}: not valid UTF-8 (byte {err.start + 1} of the line); "
+                "save the file as UTF-8"
+            ) from None
+        parts = text.split("\t")
+        if len(parts) != 2:
+            found = "no tab" if len(parts) == 1 else f"{len(parts) - 1} tabs"
+            raise DataError(
+                f"{path}:{number}: expected source<TAB>target, found {found}: {_clip(text)!r}"
+            )
+        source, target = parts
+        if not source.strip():
+            raise DataError(f"{path}:{number}: the source (before the tab) is empty")
+        if not target.strip():
+            raise DataError(f"{path}:{number}: the target (after the tab) is empty")
+        pairs.append((source, target))
+    return pairs
+
+
+def write_pairs(path: str | Path, pairs: Sequence[Pair]) -> None:
+    """Write pairs as a ``source<TAB>target`` file (inverse of :func:`read_pairs`)."""
+    with open(path, "w", encoding="utf-8", newline="\n") as out:
+        for source, target in pairs:
+            out.write(f"{source}\t{target}\n")
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+# ----------------------------------------------------------------------------------- splitting
+@dataclass
+class Splits:
+    """The pairs of each split and what was done to them on the way (reported, never silent)."""
+
+    train: list[Pair]
+    dev: list[Pair]
+    test: list[Pair]
+    notes: list[str] = field(default_factory=list)
+
+
+def load_splits(cfg: DataConfig) -> Splits:
+    """Generate or read the train/dev/test pairs named by ``cfg``.
+
+    No dev or test pair occurs in train: generated data is split by distinct source, and pairs of
+    a user's train file that also occur in dev or test are removed from train (and counted).
+    """
+    if cfg.generate is not None:
+        gen = cfg.generate
+        pairs = synthetic.generate(gen.task, gen.size, gen.seed, gen.extra_formats)
+        parts = synthetic.split(pairs, gen.dev_size, gen.test_size, gen.seed)
+        splits = Splits(parts["train"], parts["dev"], parts["test"])
+        splits.notes.append(
+            f"generated {gen.size} distinct {gen.task} pairs (seed {gen.seed}): "
+            f"{len(splits.train)} train, {len(splits.dev)} dev, {len(splits.test)} test"
+        )
+        return splits
+    assert cfg.train is not None  # guaranteed by DataConfig's validator
+    train = read_pairs(cfg.train)
+    test = read_pairs(cfg.test) if cfg.test else []
+    if cfg.dev is not None:
+        dev = read_pairs(cfg.dev)
+    else:
+        distinct = list(dict.fromkeys(train))
+        parts = synthetic.split(distinct, cfg.dev_size, 0, cfg.split_seed)
+        if not parts["train"]:
+            raise DataError(
+                f"{cfg.train}: only {len(distinct)} distinct pairs, all taken by data.dev_size "
+                f"({cfg.dev_size}); lower data.dev_size or give data.dev"
+            )
+        dev = parts["dev"]
+        dev_set = set(dev)
+        train = [p for p in train if p not in dev_set]
+    splits = Splits(train, dev, test)
+    if cfg.dev is None:
+        splits.notes.append(f"held out {len(dev)} distinct train pairs as dev (data.dev_size)")
+    held_out = set(dev) | set(test)
+    leaked = sum(1 for p in train if p in held_out)
+    if leaked:
+        splits.train = [p for p in train if p not in held_out]
+        splits.notes.append(f"removed {leaked} train pairs that also occur in dev or test")
+    splits.notes.append(
+        f"read {len(splits.train)} train, {len(splits.dev)} dev, {len(splits.test)} test pairs"
+    )
+    return splits
+
+
+# ----------------------------------------------------------------------------------- encoding
+@dataclass
+class EncodedPairs:
+    """A split as padded id tensors, ready to be sliced into batches.
+
+    ``src_NS`` holds source ids (reversed when the config says so) padded with pad;
+    ``tgt_NT`` holds ``bos target eos`` padded with pad.
+    """
+
+    src_NS: Tensor
+    src_len_N: Tensor
+    tgt_NT: Tensor
+    tgt_len_N: Tensor  # length of ``target eos`` (the tokens the loss is computed on)
+    dropped: int = 0
+
+    def __len__(self) -> int:
+        return self.src_NS.shape[0]
+
+
+def encode_sources(
+    texts: Sequence[str], vocab: Vocab, reverse: bool
+) -> tuple[list[list[int]], int]:
+    """Tokenize and encode source texts; returns ids per text and the count of unknown tokens."""
+    ids, unknown = [], 0
+    for text in texts:
+        encoded = vocab.encode(tokenize_chars(text))
+        unknown += encoded.unknown
+        ids.append(encoded.ids[::-1] if reverse else encoded.ids)
+    return ids, unknown
+
+
+def pad(rows: Sequence[Sequence[int]], width: int | None = None) -> Tensor:
+    """Right-pad id lists with pad into a (N, width) long tensor."""
+    width = max((len(r) for r in rows), default=0) if width is None else width
+    out = torch.full((len(rows), width), PAD_ID, dtype=torch.long)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+    return out
+
+
+def encode_pairs(
+    pairs: Sequence[Pair],
+    src_vocab: Vocab,
+    tgt_vocab: Vocab,
+    reverse_source: bool,
+    max_source_length: int | None = None,
+    max_target_length: int | None = None,
+) -> EncodedPairs:
+    """Encode pairs; those over the length limits are dropped and counted in ``dropped``."""
+    src_rows, tgt_rows, dropped = [], [], 0
+    for source, target in pairs:
+        src = src_vocab.encode(tokenize_chars(source)).ids
+        tgt = tgt_vocab.encode(tokenize_chars(target)).ids
+        too_long = (max_source_length and len(src) > max_source_length) or (
+            max_target_length and len(tgt) > max_target_length
+        )
+        if too_long:
+            dropped += 1
+            continue
+        src_rows.append(src[::-1] if reverse_source else src)
+        tgt_rows.append([BOS_ID, *tgt, EOS_ID])
+    return EncodedPairs(
+        src_NS=pad(src_rows),
+        src_len_N=torch.tensor([len(r) for r in src_rows], dtype=torch.long),
+        tgt_NT=pad(tgt_rows),
+        tgt_len_N=torch.tensor([len(r) - 1 for r in tgt_rows], dtype=torch.long),
+        dropped=dropped,
+    )
+
+
+# ----------------------------------------------------------------------------------- batching
+@dataclass
+class Batch:
+    """A padded batch. ``tgt_in_BT`` = bos + target, ``tgt_out_BT`` = target + eos."""
+
+    src_BS: Tensor
+    src_len_B: Tensor
+    tgt_in_BT: Tensor
+    tgt_out_BT: Tensor
+    index_B: Tensor  # positions of the examples in their split
+
+    @property
+    def n_target_tokens(self) -> int:
+        return int((self.tgt_out_BT != PAD_ID).sum())
+
+    def to(self, device: torch.device | str) -> Batch:
+        if torch.device(device).type == "cpu":
+            return self
+        move = {"non_blocking": True}
+        return Batch(
+            self.src_BS.to(device, **move),
+            self.src_len_B.to(device, **move),
+            self.tgt_in_BT.to(device, **move),
+            self.tgt_out_BT.to(device, **move),
+            self.index_B,
+        )
+
+
+def make_batch(data: EncodedPairs, index_B: Tensor) -> Batch:
+    """Slice the examples at ``index_B`` and trim padding to the batch's longest sentence."""
+    src_len_B = data.src_len_N[index_B]
+    tgt_len_B = data.tgt_len_N[index_B]
+    src_BS = data.src_NS[index_B, : int(src_len_B.max())]
+    tgt_BT = data.tgt_NT[index_B, : int(tgt_len_B.max()) + 1]
+    return Batch(src_BS, src_len_B, tgt_BT[:, :-1], tgt_BT[:, 1:], index_B)
+
+
+def batch_order(
+    lengths_N: Tensor, batch_size: int, shuffle: bool, bucketing: bool, generator: torch.Generator
+) -> list[Tensor]:
+    """Split example positions into batches; every example appears exactly once.
+
+    With ``bucketing``, positions are shuffled, cut into pools of 50 batches, each pool sorted by
+    source length and cut into batches, and then the batches themselves are shuffled: batches hold
+    sentences of similar length (little padding) and still come in random order.
+    """
+    n = lengths_N.shape[0]
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    if bucketing:
+        pool = batch_size * 50
+        pieces = []
+        for start in range(0, n, pool):
+            chunk = order[start : start + pool]
+            chunk = chunk[torch.argsort(lengths_N[chunk], stable=True)]
+            pieces.extend(chunk.split(batch_size))
+        if shuffle:
+            pieces = [pieces[i] for i in torch.randperm(len(pieces), generator=generator)]
+        return pieces
+    return list(order.split(batch_size))
+
+
+def iterate_batches(
+    data: EncodedPairs,
+    batch_size: int,
+    shuffle: bool = False,
+    bucketing: bool = False,
+    generator: torch.Generator | None = None,
+) -> Iterator[Batch]:
+    """Yield the batches of one pass over ``data``."""
+    generator = generator or torch.Generator().manual_seed(0)
+    for index_B in batch_order(data.src_len_N, batch_size, shuffle, bucketing, generator):
+        yield make_batch(data, index_B)

@@ -1,0 +1,123 @@
+"""Pictures: attention heatmaps and learning curves, as PNG files.
+
+matplotlib is imported inside the functions (with the non-interactive Agg backend), so importing
+jumok never pulls it in and never changes global plotting state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _label(token: str) -> str:
+    """Make whitespace visible on an axis: a space is shown as '␣'."""
+    return {" ": "␣", "\t": "⇥"}.get(token, token)
+
+
+def _draw_heatmap(ax, attention: Sequence[Sequence[float]], source_tokens, output_tokens, title):
+    image = ax.imshow(attention, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    ax.set_xticks(range(len(source_tokens)))
+    ax.set_xticklabels([_label(t) for t in source_tokens], fontsize=9)
+    ax.set_yticks(range(len(output_tokens)))
+    ax.set_yticklabels([_label(t) for t in output_tokens], fontsize=9)
+    ax.set_xlabel("source")
+    ax.set_ylabel("output")
+    if title:
+        ax.set_title(title, fontsize=10)
+    return image
+
+
+def attention_heatmap(
+    path: str | Path,
+    attention: Sequence[Sequence[float]],
+    source_tokens: Sequence[str],
+    output_tokens: Sequence[str],
+    title: str | None = None,
+) -> Path:
+    """Draw one attention matrix: source tokens on x, output tokens on y, with a colour bar.
+
+    Args:
+        path: where to write the PNG.
+        attention: ``len(output_tokens)`` rows of ``len(source_tokens)`` weights.
+        source_tokens: column labels, in the source's original order.
+        output_tokens: row labels.
+        title: drawn above the map.
+    """
+    plt = _pyplot()
+    rows, cols = len(output_tokens), len(source_tokens)
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.32 * cols + 2.0), max(3.0, 0.32 * rows + 1.5)))
+    image = _draw_heatmap(ax, attention, source_tokens, output_tokens, title)
+    fig.colorbar(image, ax=ax, label="attention weight")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def attention_grid(path: str | Path, items: Sequence[dict[str, Any]], columns: int = 3) -> Path:
+    """Several attention maps side by side, one colour bar; each item has the keys of
+    :class:`jumok.translator.Translation` (``attention``, ``source_tokens``, ``tokens``) and an
+    optional ``title``."""
+    plt = _pyplot()
+    n = len(items)
+    columns = max(1, min(columns, n))
+    rows = (n + columns - 1) // columns
+    fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 4.2 * rows), squeeze=False)
+    image = None
+    for ax, item in zip(axes.flat, items, strict=False):
+        image = _draw_heatmap(
+            ax, item["attention"], item["source_tokens"], item["tokens"], item.get("title")
+        )
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.subplots_adjust(wspace=0.35, hspace=0.4)
+    if image is not None:
+        fig.colorbar(image, ax=axes.ravel().tolist(), label="attention weight", shrink=0.8)
+    path = Path(path)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def learning_curve(
+    path: str | Path, history: Sequence[dict[str, Any]], title: str | None = None
+) -> Path:
+    """Loss (train and dev) and dev exact match per epoch, from ``metrics.jsonl`` records."""
+    plt = _pyplot()
+    epochs = [r["epoch"] for r in history]
+    fig, (ax_loss, ax_em) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax_loss.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
+    ax_loss.plot(epochs, [r["dev_loss"] for r in history], "s-", label="dev")
+    ax_loss.set_yscale("log")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("cross-entropy per token (log scale)")
+    ax_loss.set_title("loss")
+    ax_loss.legend()
+    ax_loss.grid(alpha=0.3)
+    ax_em.plot(epochs, [100 * r["dev_exact_match"] for r in history], "o-", color="tab:green")
+    ax_em.set_xlabel("epoch")
+    ax_em.set_ylabel("exact match on dev (%)")
+    ax_em.set_ylim(0, 101)
+    ax_em.set_title("exact match")
+    ax_em.grid(alpha=0.3)
+    for ax in (ax_loss, ax_em):
+        ax.set_xticks(epochs)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,91 @@
+"""Decoding: greedy search over the decoder step, batched with masks.
+
+Each hypothesis carries its tokens, total log-probability, per-token log-probabilities and its
+attention matrix (output tokens x source tokens, in the order the model saw the source).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from jumok.model import Seq2Seq
+from jumok.vocab import BOS_ID, EOS_ID
+
+
+@dataclass
+class Hypothesis:
+    """One decoded output.
+
+    Attributes:
+        token_ids: output ids, ending with eos when the model finished the sentence.
+        score: sum of the log-probabilities of ``token_ids``.
+        token_logprobs: log-probability of each output id.
+        attention_TS: attention weights, one row per output id, one column per real source token.
+        finished: whether the model emitted eos within the length limit.
+    """
+
+    token_ids: list[int]
+    score: float
+    token_logprobs: list[float]
+    attention_TS: Tensor
+    finished: bool
+
+
+@torch.no_grad()
+def greedy(model: Seq2Seq, src_BS: Tensor, src_len_B: Tensor, max_length: int) -> list[Hypothesis]:
+    """Pick the most likely token at every step, for a whole padded batch at once.
+
+    Args:
+        model: the trained model (put in eval mode by the caller).
+        src_BS: right-padded source ids, as the model sees them (already reversed if so trained).
+        src_len_B: real lengths.
+        max_length: most output tokens per sentence, eos included.
+
+    Returns:
+        One :class:`Hypothesis` per sentence, in batch order.
+    """
+    B = src_BS.shape[0]
+    enc = model.encode(src_BS, src_len_B)
+    state = enc.state
+    tokens_B = torch.full((B,), BOS_ID, dtype=torch.long, device=src_BS.device)
+    finished_B = torch.zeros(B, dtype=torch.bool, device=src_BS.device)
+    ids, logprobs, weights = [], [], []
+    for _ in range(max_length):
+        logits_BV, state, weights_BS = model.decode_step(tokens_B, state, enc)
+        logp_BV = logits_BV.float().log_softmax(dim=-1)
+        logp_B, tokens_B = logp_BV.max(dim=-1)
+        ids.append(tokens_B)
+        logprobs.append(logp_B)
+        weights.append(weights_BS.float())
+        finished_B = finished_B | (tokens_B == EOS_ID)
+        if bool(finished_B.all()):
+            break
+    return _collect(
+        torch.stack(ids, 1), torch.stack(logprobs, 1), torch.stack(weights, 1), src_len_B
+    )
+
+
+def _collect(
+    ids_BT: Tensor, logp_BT: Tensor, weights_BTS: Tensor, src_len_B: Tensor
+) -> list[Hypothesis]:
+    """Cut each row after its first eos and keep its real source columns."""
+    ids_BT, logp_BT, weights_BTS = ids_BT.cpu(), logp_BT.cpu(), weights_BTS.cpu()
+    hyps = []
+    for b in range(ids_BT.shape[0]):
+        row = ids_BT[b].tolist()
+        finished = EOS_ID in row
+        length = row.index(EOS_ID) + 1 if finished else len(row)
+        token_logprobs = logp_BT[b, :length].tolist()
+        hyps.append(
+            Hypothesis(
+                token_ids=row[:length],
+                score=float(sum(token_logprobs)),
+                token_logprobs=token_logprobs,
+                attention_TS=weights_BTS[b, :length, : int(src_len_B[b])],
+                finished=finished,
+            )
+        )
+    return hyps

@@ -1,0 +1,36 @@
+"""Shared fixtures: tiny models (H=8, V~12) with fixed seeds, so each test runs in seconds."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from jumok.config import DecoderConfig, EncoderConfig, ModelConfig
+from jumok.model import Seq2Seq, build_model
+
+SRC_V, TGT_V = 12, 10
+
+
+def tiny_model_config(hidden: int = 8, embedding: int = 6) -> ModelConfig:
+    return ModelConfig(
+        encoder=EncoderConfig(embedding_size=embedding, hidden_size=hidden),
+        decoder=DecoderConfig(embedding_size=embedding, hidden_size=hidden),
+    )
+
+
+@pytest.fixture
+def tiny_model() -> Seq2Seq:
+    torch.manual_seed(0)
+    return build_model(tiny_model_config(), SRC_V, TGT_V)
+
+
+def random_batch(B: int = 4, S: int = 7, T: int = 5, seed: int = 1):
+    """Right-padded random ids (4..V-1) with lengths between 1 and S, one sentence at full S."""
+    g = torch.Generator().manual_seed(seed)
+    src_len_B = torch.randint(1, S + 1, (B,), generator=g)
+    src_len_B[0] = S
+    src_BS = torch.randint(4, SRC_V, (B, S), generator=g)
+    src_BS[torch.arange(S).unsqueeze(0) >= src_len_B.unsqueeze(1)] = 0
+    tgt_in_BT = torch.randint(4, TGT_V, (B, T), generator=g)
+    tgt_in_BT[:, 0] = 1  # bos
+    return src_BS, src_len_B, tgt_in_BT

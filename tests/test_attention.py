@@ -1,0 +1,107 @@
+"""The attention layer's math: properties, a worked example, gradient checks."""
+
+from __future__ import annotations
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jumok.attention import DotAttention, dot_scores, masked_softmax
+
+
+def _inputs(B=3, T=4, S=6, H=5, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    queries = torch.randn(B, T, H, generator=g, dtype=dtype)
+    hs = torch.randn(B, S, H, generator=g, dtype=dtype)
+    lengths = torch.tensor([S, 2, 1])[:B]
+    mask = torch.arange(S).unsqueeze(0) < lengths.unsqueeze(1)
+    return queries, hs, mask
+
+
+def test_worked_example_from_the_docstring():
+    # hs = [[1], [2], [0]] with the last position padding, queries [[0], [1]]:
+    # scores [[0, 0, -inf], [1, 2, -inf]] -> weights [[.5, .5, 0], [e/(e+e^2), e^2/(e+e^2), 0]].
+    hs = torch.tensor([[[1.0], [2.0], [0.0]]])
+    queries = torch.tensor([[[0.0], [1.0]]])
+    mask = torch.tensor([[True, True, False]])
+    context, weights = DotAttention()(queries, hs, mask)
+    e = torch.e
+    expected = torch.tensor([[[0.5, 0.5, 0.0], [e / (e + e**2), e**2 / (e + e**2), 0.0]]])
+    torch.testing.assert_close(weights, expected)
+    torch.testing.assert_close(
+        context, torch.tensor([[[1.5], [1 * expected[0, 1, 0] + 2 * expected[0, 1, 1]]]])
+    )
+
+
+def test_rows_sum_to_one_and_padding_is_exactly_zero():
+    queries, hs, mask = _inputs()
+    _, weights = DotAttention()(queries, hs, mask)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(3, 4))
+    assert (weights >= 0).all()
+    padded = ~mask.unsqueeze(1).expand_as(weights)
+    assert (weights[padded] == 0).all()  # exactly zero, not merely small
+
+
+def test_padding_content_does_not_matter():
+    queries, hs, mask = _inputs()
+    _, weights = DotAttention()(queries, hs, mask)
+    hs2 = hs.clone()
+    hs2[~mask] = 1000.0
+    context2, weights2 = DotAttention()(queries, hs2, mask)
+    torch.testing.assert_close(weights, weights2)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000))
+def test_permuting_source_positions_permutes_the_weights(seed):
+    queries, hs, _ = _inputs(seed=seed)
+    mask = torch.ones(hs.shape[:2], dtype=torch.bool)
+    perm = torch.randperm(hs.shape[1], generator=torch.Generator().manual_seed(seed))
+    context, weights = DotAttention()(queries, hs, mask)
+    context_p, weights_p = DotAttention()(queries, hs[:, perm], mask)
+    torch.testing.assert_close(weights_p, weights[:, :, perm])
+    torch.testing.assert_close(context_p, context)  # a weighted sum does not care about order
+
+
+def test_changing_hs_changes_the_weights():
+    queries, hs, mask = _inputs()
+    _, weights = DotAttention()(queries, hs, mask)
+    hs2 = hs.clone()
+    hs2[0, 0] += 1.0
+    _, weights2 = DotAttention()(queries, hs2, mask)
+    assert not torch.allclose(weights[0], weights2[0])
+
+
+def test_dot_scores_are_dot_products():
+    queries, hs, _ = _inputs()
+    scores = dot_scores(queries, hs)
+    assert scores.shape == (3, 4, 6)
+    torch.testing.assert_close(scores[1, 2, 3], queries[1, 2] @ hs[1, 3])
+
+
+def test_gradcheck_attention_float64():
+    queries, hs, mask = _inputs(B=2, T=2, S=4, H=3, dtype=torch.float64)
+    queries.requires_grad_(True)
+    hs.requires_grad_(True)
+
+    def f(q, k):
+        context, weights = DotAttention()(q, k, mask[:2])
+        return context, weights
+
+    assert torch.autograd.gradcheck(f, (queries, hs))
+
+
+def test_gradcheck_masked_softmax_float64():
+    scores = torch.randn(2, 3, 5, dtype=torch.float64, requires_grad=True)
+    mask = torch.tensor([[True] * 5, [True, True, False, False, False]])
+    assert torch.autograd.gradcheck(lambda s: masked_softmax(s, mask), (scores,))
+
+
+def test_shape_errors_name_expected_and_actual():
+    queries, hs, mask = _inputs()
+    try:
+        DotAttention()(queries[:, :, :2], hs, mask)
+    except ValueError as err:
+        assert "expected (3, T, 5)" in str(err) and "(3, 4, 2)" in str(err)
+    else:
+        raise AssertionError("a wrong query width must be rejected")

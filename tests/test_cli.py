@@ -1,0 +1,146 @@
+"""The command line: translate in both formats, the demo, and one clear error per bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_train import QUIET, digest, small_config
+
+from jumok.cli import main
+from jumok.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "run"
+    train(small_config("train.epochs=1"), path, **QUIET)
+    return path
+
+
+def test_translate_text_and_jsonl(run_dir, tmp_path, capsys):
+    inputs = tmp_path / "in.txt"
+    inputs.write_text("september 27, 1994\n9/27/94\n", encoding="utf-8")
+    assert main(["translate", str(run_dir), "--input", str(inputs)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    out = tmp_path / "out.jsonl"
+    assert (
+        main(
+            [
+                "translate",
+                str(run_dir),
+                "--input",
+                str(inputs),
+                "--output",
+                str(out),
+                "--format",
+                "jsonl",
+            ]
+        )
+        == 0
+    )
+    records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["text"] for r in records] == lines
+    first = records[0]
+    assert first["source_tokens"] == list("september 27, 1994")  # original order, not reversed
+    assert len(first["attention"]) == len(first["tokens"])
+    assert all(len(row) == len(first["source_tokens"]) for row in first["attention"])
+    assert all(abs(sum(row) - 1) < 1e-5 for row in first["attention"])
+    assert isinstance(first["score"], float)
+
+
+def test_python_api_matches_cli(run_dir):
+    import jumok
+
+    result = jumok.load(run_dir).translate(["Sep 27, 1994"])[0]
+    assert result.source == "Sep 27, 1994" and len(result.attention) == len(result.tokens)
+
+
+def test_unknown_characters_are_counted_in_a_warning(run_dir):
+    import jumok
+    from jumok.translator import UnknownTokenWarning
+
+    with pytest.warns(UnknownTokenWarning, match=r"2 unknown source characters in 1 of 2 inputs"):
+        jumok.load(run_dir).translate(["9/27/94", "9€27€94"])
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["translate", "{run}", "--input", "{tmp}/missing.txt"],
+            r"missing\.txt: input file not found",
+        ),
+        (
+            ["translate", "{run}", "--input", "{tmp}/empty_line.txt"],
+            r"empty_line\.txt:2: empty line",
+        ),
+        (["translate", "{tmp}/no_run"], r"no_run: no such run directory"),
+        (
+            ["train", "{tmp}/bad.yaml"],
+            r"bad\.yaml: train\.epoch: unknown field \(did you mean epochs\?\)",
+        ),
+        (["train", "{tmp}/pairs.yaml"], r"pairs\.tsv:2: expected source<TAB>target, found no tab"),
+        (["train", "{root}/examples/date.yaml", "--run-dir", "{run}"], r"already holds a run"),
+    ],
+)
+def test_bad_input_gives_one_clear_message_and_exit_2(run_dir, tmp_path, capsys, args, expected):
+    (tmp_path / "empty_line.txt").write_text("9/27/94\n\n", encoding="utf-8")
+    (tmp_path / "bad.yaml").write_text("data:\n  generate: {task: date}\ntrain:\n  epoch: 3\n")
+    (tmp_path / "pairs.tsv").write_text("a\tb\nbroken line\n", encoding="utf-8")
+    (tmp_path / "pairs.yaml").write_text("data:\n  train: pairs.tsv\n")
+    before = digest(run_dir)
+    argv = [a.format(run=run_dir, tmp=tmp_path, root=ROOT) for a in args]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("jumok: error: ")
+    assert __import__("re").search(expected, err[0]), err[0]
+    assert digest(run_dir) == before
+
+
+def test_demo_writes_run_pictures_and_report(tmp_path):
+    out = tmp_path / "demo"
+    cmd = [
+        sys.executable,
+        "-m",
+        "jumok",
+        "demo",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--set",
+        "data.generate.size=1500",
+        "--set",
+        "data.generate.test_size=100",
+        "--set",
+        "data.generate.dev_size=100",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "model.encoder.hidden_size=32",
+        "--set",
+        "model.decoder.hidden_size=32",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "dev exact match" in done.stdout and "test exact match" in done.stdout
+    for name in (
+        "run/best.safetensors",
+        "attention.png",
+        "attention-1.png",
+        "learning_curve.png",
+        "report.md",
+    ):
+        assert (out / name).is_file(), name
+    assert (out / "attention.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "Test exact match" in report and "![attention](attention.png)" in report
+    # a second demo into the same directory is refused
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and "not empty" in again.stderr

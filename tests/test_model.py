@@ -1,0 +1,116 @@
+"""The model's wiring: shapes, masks, the two decoding paths, gradients, import hygiene."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import TGT_V, random_batch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from jumok.encoder import run_by_length
+from jumok.search import greedy
+from jumok.vocab import EOS_ID
+
+
+def test_forward_shapes(tiny_model):
+    src, src_len, tgt_in = random_batch(B=4, S=7, T=5)
+    logits, weights = tiny_model(src, src_len, tgt_in)
+    assert logits.shape == (4, 5, TGT_V)
+    assert weights.shape == (4, 5, 7)
+
+
+@pytest.mark.parametrize("lengths", [[5, 5, 5], [2, 5, 5, 3], [1], [4, 1, 3, 2, 4]])
+def test_run_by_length_equals_packed_lstm(lengths):
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(3, 4, batch_first=True)
+    len_B = torch.tensor(lengths)
+    x = torch.randn(len(lengths), max(lengths), 3)
+    hs, (h, c) = run_by_length(lstm, x, len_B)
+    packed = pack_padded_sequence(x, len_B, batch_first=True, enforce_sorted=False)
+    out, (h_ref, c_ref) = lstm(packed)
+    hs_ref, _ = pad_packed_sequence(out, batch_first=True, total_length=max(lengths))
+    torch.testing.assert_close(hs, hs_ref)
+    torch.testing.assert_close(h, h_ref)
+    torch.testing.assert_close(c, c_ref)
+
+
+def test_decoder_starts_from_the_last_real_token_not_a_pad_step(tiny_model):
+    src, src_len, _ = random_batch(B=3, S=6)
+    src_len[1] = 2
+    enc = tiny_model.encode(src, src_len)
+    alone = tiny_model.encode(src[1:2, :2], src_len[1:2])
+    torch.testing.assert_close(enc.state[0][:, 1], alone.state[0][:, 0])
+    torch.testing.assert_close(enc.state[1][:, 1], alone.state[1][:, 0])
+
+
+def test_teacher_forced_unroll_equals_step_by_step(tiny_model):
+    src, src_len, tgt_in = random_batch(B=4, S=7, T=6)
+    logits_all, weights_all = tiny_model(src, src_len, tgt_in)
+    enc = tiny_model.encode(src, src_len)
+    state = enc.state
+    for t in range(tgt_in.shape[1]):
+        logits_t, state, weights_t = tiny_model.decode_step(tgt_in[:, t], state, enc)
+        torch.testing.assert_close(logits_t, logits_all[:, t], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(weights_t, weights_all[:, t], rtol=1e-5, atol=1e-6)
+
+
+def test_a_sentence_alone_equals_the_same_sentence_in_a_padded_batch(tiny_model):
+    src, src_len, tgt_in = random_batch(B=5, S=8, T=5, seed=3)
+    src_len[2] = 3
+    src[2, 3:] = 0
+    logits, weights = tiny_model(src, src_len, tgt_in)
+    logits1, weights1 = tiny_model(src[2:3, :3], src_len[2:3], tgt_in[2:3])
+    torch.testing.assert_close(logits[2:3], logits1, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(weights[2:3, :, :3], weights1, rtol=1e-5, atol=1e-6)
+    assert (weights[2, :, 3:] == 0).all()
+    # and greedy decoding agrees too
+    tiny_model.eval()
+    batch_hyps = greedy(tiny_model, src, src_len, max_length=6)
+    alone_hyp = greedy(tiny_model, src[2:3, :3], src_len[2:3], max_length=6)[0]
+    assert batch_hyps[2].token_ids == alone_hyp.token_ids
+    torch.testing.assert_close(batch_hyps[2].attention_TS, alone_hyp.attention_TS)
+
+
+def test_greedy_returns_attention_rows_summing_to_one(tiny_model):
+    tiny_model.eval()
+    src, src_len, _ = random_batch(B=3, S=6)
+    for hyp, length in zip(
+        greedy(tiny_model, src, src_len, max_length=5), src_len.tolist(), strict=True
+    ):
+        assert hyp.attention_TS.shape == (len(hyp.token_ids), length)
+        torch.testing.assert_close(hyp.attention_TS.sum(-1), torch.ones(len(hyp.token_ids)))
+        assert abs(hyp.score - sum(hyp.token_logprobs)) < 1e-5
+        assert hyp.finished == (hyp.token_ids[-1] == EOS_ID)
+
+
+def test_every_parameter_gets_a_finite_nonzero_gradient(tiny_model):
+    src, src_len, tgt_in = random_batch(B=4, S=7, T=5)
+    logits, _ = tiny_model(src, src_len, tgt_in)
+    logits.log_softmax(-1)[..., 4:].sum().backward()
+    for name, p in tiny_model.named_parameters():
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+
+
+def test_modules_keep_no_state_between_calls(tiny_model):
+    src, src_len, tgt_in = random_batch()
+    before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    attrs = set(vars(tiny_model.decoder.attention))
+    tiny_model(src, src_len, tgt_in)
+    assert set(vars(tiny_model.decoder.attention)) == attrs
+    for k, v in tiny_model.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+def test_modelling_core_imports_no_plotting_and_no_training_loop():
+    code = (
+        "import sys, jumok, jumok.model, jumok.search, jumok.attention, jumok.translator; "
+        "print(sorted(m for m in ('matplotlib', 'jumok.plot', 'jumok.train', 'jumok.cli') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
