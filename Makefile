@@ -39,7 +39,7 @@ docs: $(VENV)/.installed
 	$(BIN)/python -m jumok.docgen
 
 bench: $(VENV)/.installed
-	$(BIN)/python benchmarks/date_core.py
+	$(BIN)/python benchmarks/date_core.py --steps 40
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
