@@ -45,31 +45,106 @@ def dot_scores(queries_BTH: Tensor, keys_BSH: Tensor) -> Tensor:
 
 
 class DotAttention(nn.Module):
-    """Dot-product attention (Luong et al. 2015, "dot"); no parameters.
+    """Dot-product attention (Luong et al. 2015, "dot"); the lecture's layer; no parameters.
 
-    The module is stateless: weights are returned, nothing is stored between calls.
+    Every attention module has the same interface: :meth:`prepare_keys` turns ``hs`` into keys
+    once per sentence, and :meth:`forward` scores T queries against them. For ``dot`` the keys
+    are ``hs`` itself. Modules are stateless: weights are returned, nothing is stored.
     """
 
+    def prepare_keys(self, hs_BSH: Tensor) -> Tensor:
+        return hs_BSH
+
     def forward(
-        self, queries_BTH: Tensor, hs_BSH: Tensor, mask_BS: Tensor
+        self, queries_BTH: Tensor, hs_BSH: Tensor, mask_BS: Tensor, keys_BSH: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         """Attend from T decoder states to the S encoder states.
 
         Args:
             queries_BTH: decoder LSTM outputs, one row per output step.
-            hs_BSH: encoder states (lecture point 3's matrix ``hs``).
+            hs_BSH: encoder states (lecture point 3's matrix ``hs``), the values summed.
             mask_BS: True at real source tokens.
+            keys_BSH: ``prepare_keys(hs_BSH)`` computed once per sentence; computed here if None.
 
         Returns:
             context_BTH: the weighted sums of ``hs`` (point 5's context vector).
             weights_BTS: the attention weights.
         """
-        B, S, H = hs_BSH.shape
-        if queries_BTH.dim() != 3 or queries_BTH.shape[0] != B or queries_BTH.shape[2] != H:
-            raise ValueError(f"queries: expected ({B}, T, {H}), got {tuple(queries_BTH.shape)}")
-        if tuple(mask_BS.shape) != (B, S):
-            raise ValueError(f"mask: expected ({B}, {S}), got {tuple(mask_BS.shape)}")
-        scores_BTS = dot_scores(queries_BTH, hs_BSH)
+        check_shapes(queries_BTH, hs_BSH, mask_BS)
+        keys_BSH = hs_BSH if keys_BSH is None else keys_BSH
+        scores_BTS = dot_scores(queries_BTH, keys_BSH)
         weights_BTS = masked_softmax(scores_BTS, mask_BS)
         context_BTH = weights_BTS @ hs_BSH
         return context_BTH, weights_BTS
+
+
+def check_shapes(queries_BTH: Tensor, hs_BSH: Tensor, mask_BS: Tensor) -> None:
+    """Cheap shape checks with expected and actual shapes in the message."""
+    B, S, H = hs_BSH.shape
+    if queries_BTH.dim() != 3 or queries_BTH.shape[0] != B or queries_BTH.shape[2] != H:
+        raise ValueError(f"queries: expected ({B}, T, {H}), got {tuple(queries_BTH.shape)}")
+    if tuple(mask_BS.shape) != (B, S):
+        raise ValueError(f"mask: expected ({B}, {S}), got {tuple(mask_BS.shape)}")
+
+
+class GeneralAttention(nn.Module):
+    """Bilinear score ``q . (W hs_s)`` (Luong et al. 2015, "general", eq. 8: h_t^T W_a h_s).
+
+    ``W`` is applied to ``hs`` once per sentence (:meth:`prepare_keys`), not at every step. With
+    ``W`` the identity this is exactly :class:`DotAttention`.
+    """
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.key_proj = nn.Linear(hidden_size, hidden_size, bias=False)
+
+    def prepare_keys(self, hs_BSH: Tensor) -> Tensor:
+        return self.key_proj(hs_BSH)
+
+    def forward(
+        self, queries_BTH: Tensor, hs_BSH: Tensor, mask_BS: Tensor, keys_BSH: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Same interface as :meth:`DotAttention.forward`."""
+        check_shapes(queries_BTH, hs_BSH, mask_BS)
+        keys_BSH = self.prepare_keys(hs_BSH) if keys_BSH is None else keys_BSH
+        weights_BTS = masked_softmax(dot_scores(queries_BTH, keys_BSH), mask_BS)
+        return weights_BTS @ hs_BSH, weights_BTS
+
+
+class AdditiveAttention(nn.Module):
+    """MLP score ``v . tanh(W_k hs_s + W_q q)`` (Bahdanau et al. 2015, eq. 6's ``v_a^T tanh(W_a s + U_a h)``).
+
+    The key projection is computed once per sentence (:meth:`prepare_keys`). Scoring builds a
+    (B, T, S, H) tensor, so this variant costs more memory than the others on long inputs.
+    """
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.key_proj = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.query_proj = nn.Linear(hidden_size, hidden_size, bias=True)
+        self.energy = nn.Linear(hidden_size, 1, bias=False)
+
+    def prepare_keys(self, hs_BSH: Tensor) -> Tensor:
+        return self.key_proj(hs_BSH)
+
+    def forward(
+        self, queries_BTH: Tensor, hs_BSH: Tensor, mask_BS: Tensor, keys_BSH: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Same interface as :meth:`DotAttention.forward`."""
+        check_shapes(queries_BTH, hs_BSH, mask_BS)
+        keys_BSH = self.prepare_keys(hs_BSH) if keys_BSH is None else keys_BSH
+        hidden_BTSH = (keys_BSH.unsqueeze(1) + self.query_proj(queries_BTH).unsqueeze(2)).tanh()
+        scores_BTS = self.energy(hidden_BTSH).squeeze(-1)
+        weights_BTS = masked_softmax(scores_BTS, mask_BS)
+        return weights_BTS @ hs_BSH, weights_BTS
+
+
+def build_attention(kind: str, hidden_size: int) -> nn.Module:
+    """The attention module named by ``model.attention`` (``none`` has no module)."""
+    if kind == "dot":
+        return DotAttention()
+    if kind == "general":
+        return GeneralAttention(hidden_size)
+    if kind == "additive":
+        return AdditiveAttention(hidden_size)
+    raise ValueError(f"unknown attention {kind!r}; expected dot, general or additive")

@@ -122,6 +122,11 @@ class DecoderConfig(_Frozen):
     hidden_size: int = Field(
         256, gt=0, description="LSTM hidden size H; must equal the encoder's for dot attention."
     )
+    peeky: bool = Field(
+        False,
+        description="The book's Peeky decoder (ch. 7): the encoder's last hidden state is "
+        "concatenated to the LSTM input and to the output layer's input at every step.",
+    )
 
 
 class ModelConfig(_Frozen):
@@ -129,10 +134,12 @@ class ModelConfig(_Frozen):
 
     encoder: EncoderConfig = Field(default_factory=EncoderConfig, description="Encoder settings.")
     decoder: DecoderConfig = Field(default_factory=DecoderConfig, description="Decoder settings.")
-    attention: Literal["dot"] = Field(
+    attention: Literal["none", "dot", "general", "additive"] = Field(
         "dot",
-        description="Score between the decoder state and each row of hs. 'dot' is the lecture's "
-        "dot product (Luong et al. 2015 'dot').",
+        description="Score between the decoder state and each row of hs: 'dot' is the lecture's "
+        "dot product (Luong 'dot'); 'general' a bilinear form q.W.h (Luong 'general'); "
+        "'additive' an MLP v.tanh(W h + U q) (Bahdanau); 'none' is the plain seq2seq of the "
+        "book's ch. 7, whose decoder sees only the encoder's last state.",
     )
 
     @model_validator(mode="after")

@@ -23,14 +23,15 @@ class Hypothesis:
         token_ids: output ids, ending with eos when the model finished the sentence.
         score: sum of the log-probabilities of ``token_ids``.
         token_logprobs: log-probability of each output id.
-        attention_TS: attention weights, one row per output id, one column per real source token.
+        attention_TS: attention weights, one row per output id, one column per real source token
+            (None for a model without attention).
         finished: whether the model emitted eos within the length limit.
     """
 
     token_ids: list[int]
     score: float
     token_logprobs: list[float]
-    attention_TS: Tensor
+    attention_TS: Tensor | None
     finished: bool
 
 
@@ -59,20 +60,21 @@ def greedy(model: Seq2Seq, src_BS: Tensor, src_len_B: Tensor, max_length: int) -
         logp_B, tokens_B = logp_BV.max(dim=-1)
         ids.append(tokens_B)
         logprobs.append(logp_B)
-        weights.append(weights_BS.float())
+        if weights_BS is not None:
+            weights.append(weights_BS.float())
         finished_B = finished_B | (tokens_B == EOS_ID)
         if bool(finished_B.all()):
             break
-    return _collect(
-        torch.stack(ids, 1), torch.stack(logprobs, 1), torch.stack(weights, 1), src_len_B
-    )
+    weights_BTS = torch.stack(weights, 1) if weights else None
+    return _collect(torch.stack(ids, 1), torch.stack(logprobs, 1), weights_BTS, src_len_B)
 
 
 def _collect(
-    ids_BT: Tensor, logp_BT: Tensor, weights_BTS: Tensor, src_len_B: Tensor
+    ids_BT: Tensor, logp_BT: Tensor, weights_BTS: Tensor | None, src_len_B: Tensor
 ) -> list[Hypothesis]:
     """Cut each row after its first eos and keep its real source columns."""
-    ids_BT, logp_BT, weights_BTS = ids_BT.cpu(), logp_BT.cpu(), weights_BTS.cpu()
+    ids_BT, logp_BT = ids_BT.cpu(), logp_BT.cpu()
+    weights_BTS = None if weights_BTS is None else weights_BTS.cpu()
     hyps = []
     for b in range(ids_BT.shape[0]):
         row = ids_BT[b].tolist()
@@ -84,7 +86,9 @@ def _collect(
                 token_ids=row[:length],
                 score=float(sum(token_logprobs)),
                 token_logprobs=token_logprobs,
-                attention_TS=weights_BTS[b, :length, : int(src_len_B[b])],
+                attention_TS=None
+                if weights_BTS is None
+                else weights_BTS[b, :length, : int(src_len_B[b])],
                 finished=finished,
             )
         )

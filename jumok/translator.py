@@ -41,7 +41,7 @@ class Translation:
         token_logprobs: log-probability of each output token.
         source_tokens: input tokens in their original order.
         attention: ``len(tokens)`` rows x ``len(source_tokens)`` columns of weights; each row
-            sums to 1.
+            sums to 1. None for a model without attention (``model.attention: none``).
         unknown: how many input tokens were not in the vocabulary.
     """
 
@@ -51,7 +51,7 @@ class Translation:
     tokens: list[str]
     token_logprobs: list[float]
     source_tokens: list[str]
-    attention: list[list[float]]
+    attention: list[list[float]] | None
     unknown: int
 
     def to_dict(self) -> dict[str, Any]:
@@ -122,7 +122,9 @@ class Translator:
             src_len_B = torch.tensor([len(r) for r in rows], device=self.device)
             hyps = greedy(self.model, src_BS, src_len_B, max_length)
             for i, hyp in zip(chunk, hyps, strict=True):
-                attention_TS = hyp.attention_TS.flip(-1) if reverse else hyp.attention_TS
+                attention_TS = hyp.attention_TS
+                if attention_TS is not None and reverse:
+                    attention_TS = attention_TS.flip(-1)
                 tokens = self.tgt_vocab.decode(hyp.token_ids)
                 results[i] = Translation(
                     source=texts[i],
@@ -131,7 +133,7 @@ class Translator:
                     tokens=tokens,
                     token_logprobs=hyp.token_logprobs,
                     source_tokens=src_tokens[i],
-                    attention=attention_TS.tolist(),
+                    attention=None if attention_TS is None else attention_TS.tolist(),
                     unknown=encoded[i].unknown,
                 )
         return [r for r in results if r is not None]
