@@ -91,6 +91,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "ladder",
+        help="train plain seq2seq, reversed, Peeky and attention rungs side by side",
+        description="The lecture's ladder on one task: plain seq2seq, + reversed input, + Peeky, "
+        "+ dot, general and additive attention, each trained on the same data and seed. Writes "
+        "ladder.json, ladder.md, ladder.png (exact-match curves) and attention.png.",
+    )
+    p.add_argument("--task", choices=["date", "addition"], default="date", help="toy task")
+    p.add_argument("--epochs", type=int, help="epochs per rung (default: the book's, 10 or 25)")
+    p.add_argument("--quick", action="store_true", help="tiny preset (small data and model)")
+    p.add_argument(
+        "--out", type=Path, help="output directory (default: ladder-runs/TASK-TIMESTAMP)"
+    )
+    p.set_defaults(func=cmd_ladder)
     return parser
 
 
@@ -164,6 +179,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from jumok.demo import run_demo
 
     run_demo(args.out, args.overrides, progress=not args.no_progress)
+    return 0
+
+
+def cmd_ladder(args: argparse.Namespace) -> int:
+    from jumok.ladder import run_ladder
+
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = args.out or Path("ladder-runs") / f"{args.task}-{stamp}"
+    run_ladder(args.task, out, epochs=args.epochs, quick=args.quick)
     return 0
 
 

@@ -121,3 +121,28 @@ def learning_curve(
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def curves(
+    path: str | Path,
+    series: dict[str, Sequence[float]],
+    ylabel: str,
+    title: str | None = None,
+) -> Path:
+    """One line per named series against epochs 1..n (e.g. the ladder's exact-match curves)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name, values in series.items():
+        ax.plot(range(1, len(values) + 1), values, "o-", label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(-1, 101)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=9)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,39 @@
+"""`jumok ladder --quick` runs every rung and writes its table, json and pictures."""
+
+from __future__ import annotations
+
+import json
+
+from jumok.cli import main
+from jumok.ladder import RUNGS, rung_config
+
+
+def test_ladder_quick_writes_one_entry_per_rung(tmp_path, capsys):
+    out = tmp_path / "ladder"
+    assert main(["ladder", "--task", "addition", "--quick", "--out", str(out)]) == 0
+    summary = json.loads((out / "ladder.json").read_text(encoding="utf-8"))
+    assert [r["name"] for r in summary["rungs"]] == [name for name, _ in RUNGS]
+    for rung in summary["rungs"]:
+        assert len(rung["exact_match_per_epoch"]) == 2 == len(rung["seconds_per_epoch"])
+        assert 0.0 <= rung["test_exact_match"] <= 1.0
+    table = (out / "ladder.md").read_text(encoding="utf-8")
+    assert table.count("\n| ") == len(RUNGS) + 1  # header + one row per rung
+    for name in ("ladder.png", "attention.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    assert main(["ladder", "--quick", "--out", str(out)]) == 2  # never reuses a directory
+    assert "not empty" in capsys.readouterr().err
+
+
+def test_rungs_follow_the_books_argument():
+    configs = [rung_config("addition", overrides, 25, False) for _, overrides in RUNGS]
+    assert [c.model.attention for c in configs] == [
+        "none",
+        "none",
+        "none",
+        "dot",
+        "general",
+        "additive",
+    ]
+    assert [c.data.reverse_source for c in configs] == [False, True, True, True, True, True]
+    assert [c.model.decoder.peeky for c in configs] == [False, False, True, False, False, False]
+    assert all(c.model.encoder.hidden_size == 128 and c.train.epochs == 25 for c in configs)
