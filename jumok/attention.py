@@ -55,6 +55,9 @@ class DotAttention(nn.Module):
     def prepare_keys(self, hs_BSH: Tensor) -> Tensor:
         return hs_BSH
 
+    def scores(self, queries_BTH: Tensor, keys_BSH: Tensor) -> Tensor:
+        return dot_scores(queries_BTH, keys_BSH)
+
     def forward(
         self, queries_BTH: Tensor, hs_BSH: Tensor, mask_BS: Tensor, keys_BSH: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
@@ -71,8 +74,9 @@ class DotAttention(nn.Module):
             weights_BTS: the attention weights.
         """
         check_shapes(queries_BTH, hs_BSH, mask_BS)
-        keys_BSH = hs_BSH if keys_BSH is None else keys_BSH
-        scores_BTS = dot_scores(queries_BTH, keys_BSH)
+        # Shared by every score: the subclasses differ only in prepare_keys and scores.
+        keys_BSH = self.prepare_keys(hs_BSH) if keys_BSH is None else keys_BSH
+        scores_BTS = self.scores(queries_BTH, keys_BSH)
         weights_BTS = masked_softmax(scores_BTS, mask_BS)
         context_BTH = weights_BTS @ hs_BSH
         return context_BTH, weights_BTS
@@ -101,14 +105,10 @@ class GeneralAttention(nn.Module):
     def prepare_keys(self, hs_BSH: Tensor) -> Tensor:
         return self.key_proj(hs_BSH)
 
-    def forward(
-        self, queries_BTH: Tensor, hs_BSH: Tensor, mask_BS: Tensor, keys_BSH: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
-        """Same interface as :meth:`DotAttention.forward`."""
-        check_shapes(queries_BTH, hs_BSH, mask_BS)
-        keys_BSH = self.prepare_keys(hs_BSH) if keys_BSH is None else keys_BSH
-        weights_BTS = masked_softmax(dot_scores(queries_BTH, keys_BSH), mask_BS)
-        return weights_BTS @ hs_BSH, weights_BTS
+    def scores(self, queries_BTH: Tensor, keys_BSH: Tensor) -> Tensor:
+        return dot_scores(queries_BTH, keys_BSH)
+
+    forward = DotAttention.forward
 
 
 class AdditiveAttention(nn.Module):
@@ -127,16 +127,11 @@ class AdditiveAttention(nn.Module):
     def prepare_keys(self, hs_BSH: Tensor) -> Tensor:
         return self.key_proj(hs_BSH)
 
-    def forward(
-        self, queries_BTH: Tensor, hs_BSH: Tensor, mask_BS: Tensor, keys_BSH: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
-        """Same interface as :meth:`DotAttention.forward`."""
-        check_shapes(queries_BTH, hs_BSH, mask_BS)
-        keys_BSH = self.prepare_keys(hs_BSH) if keys_BSH is None else keys_BSH
+    def scores(self, queries_BTH: Tensor, keys_BSH: Tensor) -> Tensor:
         hidden_BTSH = (keys_BSH.unsqueeze(1) + self.query_proj(queries_BTH).unsqueeze(2)).tanh()
-        scores_BTS = self.energy(hidden_BTSH).squeeze(-1)
-        weights_BTS = masked_softmax(scores_BTS, mask_BS)
-        return weights_BTS @ hs_BSH, weights_BTS
+        return self.energy(hidden_BTSH).squeeze(-1)
+
+    forward = DotAttention.forward
 
 
 def build_attention(kind: str, hidden_size: int) -> nn.Module:

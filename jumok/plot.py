@@ -20,6 +20,15 @@ def _pyplot():
     return plt
 
 
+def _save(fig, path: str | Path, **options) -> Path:
+    """Write the figure as PNG and release it."""
+    plt = _pyplot()
+    path = Path(path)
+    fig.savefig(path, **options)
+    plt.close(fig)
+    return path
+
+
 def _label(token: str) -> str:
     """Make whitespace visible on an axis: a space is shown as '␣'."""
     return {" ": "␣", "\t": "⇥"}.get(token, token)
@@ -60,10 +69,7 @@ def attention_heatmap(
     image = _draw_heatmap(ax, attention, source_tokens, output_tokens, title)
     fig.colorbar(image, ax=ax, label="attention weight")
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=120)
 
 
 def attention_grid(path: str | Path, items: Sequence[dict[str, Any]], columns: int = 3) -> Path:
@@ -85,10 +91,7 @@ def attention_grid(path: str | Path, items: Sequence[dict[str, Any]], columns: i
     fig.subplots_adjust(wspace=0.35, hspace=0.4)
     if image is not None:
         fig.colorbar(image, ax=axes.ravel().tolist(), label="attention weight", shrink=0.8)
-    path = Path(path)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=110, bbox_inches="tight")
 
 
 def learning_curve(
@@ -117,10 +120,7 @@ def learning_curve(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=120)
 
 
 def curves(
@@ -142,7 +142,4 @@ def curves(
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=120)
