@@ -18,6 +18,8 @@ softmax gives weights ``[[0.5, 0.5, 0], [0.269, 0.731, 0]]``; contexts are ``[1.
 
 from __future__ import annotations
 
+import math
+
 from torch import Tensor, nn
 
 
@@ -73,34 +75,50 @@ class DotAttention(nn.Module):
             context_BTH: the weighted sums of ``hs`` (point 5's context vector).
             weights_BTS: the attention weights.
         """
-        check_shapes(queries_BTH, hs_BSH, mask_BS)
         # Shared by every score: the subclasses differ only in prepare_keys and scores.
         keys_BSH = self.prepare_keys(hs_BSH) if keys_BSH is None else keys_BSH
+        check_shapes(queries_BTH, keys_BSH, mask_BS)
         scores_BTS = self.scores(queries_BTH, keys_BSH)
         weights_BTS = masked_softmax(scores_BTS, mask_BS)
         context_BTH = weights_BTS @ hs_BSH
         return context_BTH, weights_BTS
 
 
-def check_shapes(queries_BTH: Tensor, hs_BSH: Tensor, mask_BS: Tensor) -> None:
+def check_shapes(queries_BTH: Tensor, keys_BSH: Tensor, mask_BS: Tensor) -> None:
     """Cheap shape checks with expected and actual shapes in the message."""
-    B, S, H = hs_BSH.shape
+    B, S, H = keys_BSH.shape
     if queries_BTH.dim() != 3 or queries_BTH.shape[0] != B or queries_BTH.shape[2] != H:
         raise ValueError(f"queries: expected ({B}, T, {H}), got {tuple(queries_BTH.shape)}")
     if tuple(mask_BS.shape) != (B, S):
         raise ValueError(f"mask: expected ({B}, {S}), got {tuple(mask_BS.shape)}")
 
 
+class ScaledDotAttention(nn.Module):
+    """Dot product divided by sqrt(H) (Vaswani et al. 2017); no parameters. Not in the lecture.
+
+    The scaling keeps the softmax from saturating when H is large; with H = 1 it is ``dot``.
+    """
+
+    def prepare_keys(self, hs_BSH: Tensor) -> Tensor:
+        return hs_BSH
+
+    def scores(self, queries_BTH: Tensor, keys_BSH: Tensor) -> Tensor:
+        return dot_scores(queries_BTH, keys_BSH) / math.sqrt(queries_BTH.shape[-1])
+
+    forward = DotAttention.forward
+
+
 class GeneralAttention(nn.Module):
     """Bilinear score ``q . (W hs_s)`` (Luong et al. 2015, "general", eq. 8: h_t^T W_a h_s).
 
     ``W`` is applied to ``hs`` once per sentence (:meth:`prepare_keys`), not at every step. With
-    ``W`` the identity this is exactly :class:`DotAttention`.
+    ``W`` the identity this is exactly :class:`DotAttention`. ``W`` maps the encoder's state size
+    to the decoder's, so the two may differ (e.g. a bidirectional encoder).
     """
 
-    def __init__(self, hidden_size: int):
+    def __init__(self, query_size: int, key_size: int | None = None):
         super().__init__()
-        self.key_proj = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.key_proj = nn.Linear(key_size or query_size, query_size, bias=False)
 
     def prepare_keys(self, hs_BSH: Tensor) -> Tensor:
         return self.key_proj(hs_BSH)
@@ -115,14 +133,15 @@ class AdditiveAttention(nn.Module):
     """MLP score ``v . tanh(W_k hs_s + W_q q)`` (Bahdanau et al. 2015, eq. 6's ``v_a^T tanh(W_a s + U_a h)``).
 
     The key projection is computed once per sentence (:meth:`prepare_keys`). Scoring builds a
-    (B, T, S, H) tensor, so this variant costs more memory than the others on long inputs.
+    (B, T, S, H) tensor, so this variant costs more memory than the others on long inputs. The
+    hidden size of the MLP is the decoder's hidden size.
     """
 
-    def __init__(self, hidden_size: int):
+    def __init__(self, query_size: int, key_size: int | None = None):
         super().__init__()
-        self.key_proj = nn.Linear(hidden_size, hidden_size, bias=False)
-        self.query_proj = nn.Linear(hidden_size, hidden_size, bias=True)
-        self.energy = nn.Linear(hidden_size, 1, bias=False)
+        self.key_proj = nn.Linear(key_size or query_size, query_size, bias=False)
+        self.query_proj = nn.Linear(query_size, query_size, bias=True)
+        self.energy = nn.Linear(query_size, 1, bias=False)
 
     def prepare_keys(self, hs_BSH: Tensor) -> Tensor:
         return self.key_proj(hs_BSH)
@@ -134,12 +153,20 @@ class AdditiveAttention(nn.Module):
     forward = DotAttention.forward
 
 
-def build_attention(kind: str, hidden_size: int) -> nn.Module:
-    """The attention module named by ``model.attention`` (``none`` has no module)."""
+def build_attention(kind: str, query_size: int, key_size: int | None = None) -> nn.Module:
+    """The attention module named by ``model.attention`` (``none`` has no module).
+
+    Args:
+        kind: dot, scaled_dot, general or additive.
+        query_size: the decoder's hidden size.
+        key_size: the size of each row of hs (default: query_size).
+    """
     if kind == "dot":
         return DotAttention()
+    if kind == "scaled_dot":
+        return ScaledDotAttention()
     if kind == "general":
-        return GeneralAttention(hidden_size)
+        return GeneralAttention(query_size, key_size)
     if kind == "additive":
-        return AdditiveAttention(hidden_size)
-    raise ValueError(f"unknown attention {kind!r}; expected dot, general or additive")
+        return AdditiveAttention(query_size, key_size)
+    raise ValueError(f"unknown attention {kind!r}; expected dot, scaled_dot, general or additive")

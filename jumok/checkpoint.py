@@ -84,7 +84,17 @@ def save_checkpoint(
     """Write weights, config and vocabularies to one safetensors file, atomically."""
     # Contiguous CPU copies: safetensors needs them, and a wrapper prefix never reaches disk
     # because the caller passes the plain module.
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    tensors, aliases = {}, {}
+    first_name: dict[tuple[int, tuple[int, ...]], str] = {}
+    for name, value in model.state_dict().items():
+        # Tied weights (decoder.tie_embeddings) are one tensor under two names: stored once,
+        # the second name recorded as an alias.
+        key = (value.data_ptr(), tuple(value.shape))
+        if key in first_name:
+            aliases[name] = first_name[key]
+            continue
+        first_name[key] = name
+        tensors[name] = value.detach().to("cpu").contiguous()
     metadata = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -92,6 +102,7 @@ def save_checkpoint(
         "src_vocab": src_vocab.to_json(),
         "tgt_vocab": tgt_vocab.to_json(),
         "info": json.dumps(info or {}),
+        "aliases": json.dumps(aliases),
     }
     atomic_write_bytes(path, st_save(tensors, metadata=metadata))
 
@@ -124,6 +135,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             f"reads version {FORMAT_VERSION}"
         )
     config = config_from_yaml(metadata["config"], source=f"{path} (embedded config)")
+    for alias, name in json.loads(metadata.get("aliases", "{}")).items():
+        state_dict[alias] = state_dict[name]
     return Checkpoint(
         state_dict=state_dict,
         config=config,

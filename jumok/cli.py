@@ -11,8 +11,12 @@ import datetime as dt
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jumok.errors import DataError, JumokError
+
+if TYPE_CHECKING:
+    from jumok.translator import Translation
 
 COMMANDS_DOC = "docs/cli.md"
 
@@ -62,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--format",
         choices=["text", "jsonl"],
         default="text",
-        help="text: one output per line; jsonl: output, score, tokens and attention matrix per line",
+        help="text: one output per line; jsonl: output, score, tokens, attention matrix and "
+        "attention diagnostics per line, with a summary of the diagnostics on stderr "
+        "(see docs/diagnostics.md)",
     )
     p.add_argument(
         "--checkpoint", choices=["best", "last"], default="best", help="which checkpoint"
@@ -168,11 +174,23 @@ def cmd_translate(args: argparse.Namespace) -> int:
     payload = "".join(line + "\n" for line in lines)
     if args.output == "-":
         sys.stdout.write(payload)
+        sys.stdout.flush()
     else:
         from jumok.checkpoint import atomic_write_text
 
         atomic_write_text(args.output, payload)
+    if args.format == "jsonl":
+        _print_attention_summary(results)
     return 0
+
+
+def _print_attention_summary(results: list[Translation]) -> None:
+    """The data-set view of the attention diagnostics, on stderr so stdout stays jsonl."""
+    from jumok.diagnostics import format_summary, summarize
+
+    found = [d for d in (r.diagnostics() for r in results) if d is not None]
+    if found:
+        print(format_summary(summarize(found)), file=sys.stderr)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

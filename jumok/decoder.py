@@ -1,19 +1,27 @@
-"""The attention decoder: embedding + LSTM + attention at every step + output layer (points 4-7).
+"""The attention decoder: embedding + RNN + attention at every step + output layer (points 4-7).
 
 One method, :meth:`Decoder.forward`, serves both uses:
 
 * teacher forcing: ``tgt_in_BT`` holds all T inputs (bos + target). The lecture's decoder has no
-  input feeding (the attention output is not fed back into the LSTM), so the LSTM runs over the
+  input feeding (the attention output is not fed back into the RNN), so the RNN runs over the
   whole target at once and the attention of all T steps is two batched matrix products;
 * generation: ``tgt_in_BT`` holds one step (T = 1) and the returned state is passed back in.
 
-The two give the same numbers (a test holds the line), so search decodes exactly what training
-trained.
+The two give the same numbers (a test holds the line for every variant), so search decodes
+exactly what training trained.
 
-Options beyond the lecture's model (``model.attention``, ``model.decoder.peeky``) give the rungs of
-the book's ladder: ``none`` is the plain decoder of ch. 7 (no attention, output from h alone);
-Peeky (ch. 7) concatenates the encoder's last hidden state to the LSTM input and to the output
-layer's input at every step.
+Options beyond the lecture's model give the rungs of the book's ladder and the variants the
+field uses (each a ``model`` config field, off by default):
+
+* ``attention: none`` is the plain decoder of ch. 7 (no attention, output from h alone);
+* ``decoder.peeky`` (ch. 7) concatenates the encoder's last hidden state to the RNN input and to
+  the output layer's input at every step;
+* ``decoder.input_feeding`` (Luong et al. 2015) feeds the attentional vector
+  ``tanh(W [context; h])`` of step t into step t + 1's input: steps can no longer run in one
+  call, so this path loops over T;
+* ``decoder.tie_embeddings`` makes the output layer read the same attentional vector and share
+  its weight matrix with the target embedding;
+* ``decoder.init`` chooses the start state, ``decoder.num_layers`` and ``decoder.rnn`` the RNN.
 """
 
 from __future__ import annotations
@@ -24,10 +32,33 @@ import torch
 from torch import Tensor, nn
 
 from jumok.attention import build_attention
-from jumok.config import DecoderConfig
+from jumok.config import ModelConfig
+from jumok.encoder import Final, RNNState, dropout_or_identity, make_rnn
 from jumok.vocab import PAD_ID
 
-State = tuple[Tensor, Tensor]  # LSTM (h, c), each (layers, B, H)
+
+def _select(state: RNNState, index_B: Tensor) -> RNNState:
+    if isinstance(state, tuple):
+        return state[0].index_select(1, index_B), state[1].index_select(1, index_B)
+    return state.index_select(1, index_B)
+
+
+@dataclass(frozen=True)
+class DecoderState:
+    """Everything the decoder carries from one step to the next.
+
+    Attributes:
+        rnn: the RNN state, (h, c) for an LSTM or h for a GRU, each (layers, B, H).
+        feed_BH: the previous step's attentional vector (input feeding only; else None).
+    """
+
+    rnn: RNNState
+    feed_BH: Tensor | None = None
+
+    def select(self, index_B: Tensor) -> DecoderState:
+        """The rows of ``index_B`` (used when hypotheses leave or repeat in a batch)."""
+        feed = None if self.feed_BH is None else self.feed_BH.index_select(0, index_B)
+        return DecoderState(_select(self.rnn, index_B), feed)
 
 
 @dataclass(frozen=True)
@@ -39,12 +70,13 @@ class Encoded:
         mask_BS: True at real source tokens.
         state: the decoder's start state.
         keys_BSH: the attention's keys, ``prepare_keys(hs)``; None without attention.
-        summary_BH: the encoder's last hidden state, the vector a Peeky decoder sees every step.
+        summary_BH: the encoder's last hidden state (top layer, both directions), the vector a
+            Peeky decoder sees every step.
     """
 
     hs_BSH: Tensor
     mask_BS: Tensor
-    state: State
+    state: DecoderState
     keys_BSH: Tensor | None
     summary_BH: Tensor
 
@@ -53,77 +85,137 @@ class Encoded:
         return Encoded(
             self.hs_BSH.index_select(0, index_B),
             self.mask_BS.index_select(0, index_B),
-            (self.state[0].index_select(1, index_B), self.state[1].index_select(1, index_B)),
+            self.state.select(index_B),
             None if self.keys_BSH is None else self.keys_BSH.index_select(0, index_B),
             self.summary_BH.index_select(0, index_B),
         )
 
 
 class Decoder(nn.Module):
-    """Attention decoder of the lecture (and the ladder's other rungs).
+    """Attention decoder of the lecture (and the ladder's other rungs and the field's variants).
 
     Args:
         vocab_size: target vocabulary size V.
-        cfg: sizes and Peeky (``model.decoder``).
-        attention: ``model.attention``.
+        cfg: the whole ``model`` section (the decoder's sizes depend on the encoder's).
     """
 
-    def __init__(self, vocab_size: int, cfg: DecoderConfig, attention: str = "dot"):
+    def __init__(self, vocab_size: int, cfg: ModelConfig):
         super().__init__()
-        H, E = cfg.hidden_size, cfg.embedding_size
-        self.peeky = cfg.peeky
+        d = cfg.decoder
+        H, E, K = d.hidden_size, d.embedding_size, cfg.encoder.output_size
+        self.kind, self.num_layers, self.hidden_size = d.rnn, d.num_layers, H
+        self.init, self.peeky, self.input_feeding = d.init, d.peeky, d.input_feeding
         self.embedding = nn.Embedding(vocab_size, E, padding_idx=PAD_ID)
-        self.lstm = nn.LSTM(E + (H if self.peeky else 0), H, batch_first=True)
-        self.attention = None if attention == "none" else build_attention(attention, H)
-        # Lecture point 7: the context and the LSTM state together predict the next word. As in
+        self.embedding_dropout = dropout_or_identity(cfg.dropout.embeddings)
+        rnn_input = E + (K if self.peeky else 0) + (H if self.input_feeding else 0)
+        self.rnn = make_rnn(d.rnn, rnn_input, H, d.num_layers, cfg.dropout.layers)
+        self.attention = None if cfg.attention == "none" else build_attention(cfg.attention, H, K)
+        if d.init == "bridge":
+            enc_parts = 2 if cfg.encoder.rnn == "lstm" else 1
+            dec_parts = 2 if d.rnn == "lstm" else 1
+            self.bridge = nn.Linear(K * enc_parts, d.num_layers * H * dec_parts)
+        # Lecture point 7: the context and the RNN state together predict the next word. As in
         # the book (ch. 8 AttentionDecoder) this is one affine layer over [context; h], no tanh.
-        features = H + (H if self.attention is not None else 0) + (H if self.peeky else 0)
-        self.output = nn.Linear(features, vocab_size)
+        features = H + (K if self.attention is not None else 0) + (K if self.peeky else 0)
+        # Input feeding and tied embeddings need a fixed-size vector between the two: Luong's
+        # attentional vector tanh(W [context; h]) of size H.
+        self.attentional = (
+            nn.Linear(features, H, bias=False) if d.input_feeding or d.tie_embeddings else None
+        )
+        self.attentional_dropout = dropout_or_identity(cfg.dropout.attentional)
+        self.output = nn.Linear(H if self.attentional is not None else features, vocab_size)
+        if d.tie_embeddings:
+            self.output.weight = self.embedding.weight  # (V, E) with E == H, checked by the config
 
-    @staticmethod
-    def initial_state(encoder_last: State) -> State:
-        """Decoder start state: the encoder's LSTM state (h, c) at the last real token (point 4).
+    def initial_state(self, final: Final) -> DecoderState:
+        """Decoder start state from the encoder's final state (point 4), per ``decoder.init``.
 
-        Departure from the book: its ``Decoder`` (ch. 7-8, ``lstm.set_state(h)``) passes only h and
-        starts c at zero. Passing c as well is what PyTorch toolkits do, and on the date task it
-        is the difference between 0.2% and 48% exact match after one epoch (measured, see
-        docs/lecture.md), because the month and day are read last and live mostly in c.
+        ``last`` (default) passes the encoder's LSTM state (h, c) at the last real token, layer by
+        layer. Departure from the book: its ``Decoder`` (ch. 7-8, ``lstm.set_state(h)``) passes
+        only h and starts c at zero. Passing c as well is what PyTorch toolkits do, and on the
+        date task it is the difference between 0.2% and 48% exact match after one epoch
+        (measured, see docs/lecture.md), because the month and day are read last and live
+        mostly in c. ``last_h`` is the book's choice, kept for the ladder. A GRU encoder has no
+        c, so an LSTM decoder then starts c at zero.
         """
-        h_1BH, c_1BH = encoder_last
-        return h_1BH.contiguous(), c_1BH.contiguous()
+        h_LBK, c_LBK = final
+        L, B, H = self.num_layers, h_LBK.shape[1], self.hidden_size
+        if self.init == "zero":
+            h_LBH = h_LBK.new_zeros(L, B, H)
+            c_LBH = h_LBH
+        elif self.init == "bridge":
+            top_BK = torch.cat([h_LBK[-1]] + ([] if c_LBK is None else [c_LBK[-1]]), dim=-1)
+            parts = self.bridge(top_BK).tanh().view(B, -1, L, H).permute(1, 2, 0, 3)
+            h_LBH = parts[0].contiguous()
+            c_LBH = parts[1].contiguous() if parts.shape[0] > 1 else torch.zeros_like(h_LBH)
+        else:
+            h_LBH = h_LBK.contiguous()
+            keep_c = c_LBK is not None and self.init == "last"  # 'last_h': the book, c at zero
+            c_LBH = c_LBK.contiguous() if keep_c else torch.zeros_like(h_LBH)
+        rnn = (h_LBH, c_LBH) if self.kind == "lstm" else h_LBH
+        feed = h_LBK.new_zeros(B, H) if self.input_feeding else None
+        return DecoderState(rnn, feed)
 
     def prepare_keys(self, hs_BSH: Tensor) -> Tensor | None:
         """The attention's keys, computed once per batch (None without attention)."""
         return None if self.attention is None else self.attention.prepare_keys(hs_BSH)
 
     def forward(
-        self, tgt_in_BT: Tensor, state: State, enc: Encoded
-    ) -> tuple[Tensor, State, Tensor | None]:
+        self, tgt_in_BT: Tensor, state: DecoderState, enc: Encoded
+    ) -> tuple[Tensor, DecoderState, Tensor | None]:
         """Run T decoder steps.
 
         Args:
             tgt_in_BT: input tokens (bos + target when teacher forcing; one token when generating).
-            state: LSTM (h, c) before the first of these steps.
+            state: the decoder state before the first of these steps.
             enc: the encoder's outputs for this batch.
 
         Returns:
             logits_BTV: next-token scores for each step.
-            state: LSTM (h, c) after the last step.
+            state: the decoder state after the last step.
             weights_BTS: attention weights of each step over source positions (None without
                 attention).
         """
-        emb_BTE = self.embedding(tgt_in_BT)
-        T = emb_BTE.shape[1]
+        emb_BTE = self.embedding_dropout(self.embedding(tgt_in_BT))
+        summary_BTK = None
         if self.peeky:
-            summary_BTH = enc.summary_BH.unsqueeze(1).expand(-1, T, -1)
-            emb_BTE = torch.cat([emb_BTE, summary_BTH], dim=-1)
-        h_BTH, state = self.lstm(emb_BTE, state)
+            summary_BTK = enc.summary_BH.unsqueeze(1).expand(-1, emb_BTE.shape[1], -1)
+            emb_BTE = torch.cat([emb_BTE, summary_BTK], dim=-1)
+        if self.input_feeding:
+            return self._step_by_step(emb_BTE, state, enc, summary_BTK)
+        h_BTH, rnn_state = self.rnn(emb_BTE, state.rnn)
+        out_BTF, weights_BTS = self._attend(h_BTH, enc, summary_BTK)
+        return self.output(out_BTF), DecoderState(rnn_state), weights_BTS
+
+    def _step_by_step(
+        self, x_BTE: Tensor, state: DecoderState, enc: Encoded, summary_BTK: Tensor | None
+    ) -> tuple[Tensor, DecoderState, Tensor | None]:
+        """Input feeding: step t's input is [x_t; attentional vector of step t - 1]."""
+        rnn_state, feed_BH = state.rnn, state.feed_BH
+        outs, weights = [], []
+        for t in range(x_BTE.shape[1]):
+            x_B1F = torch.cat([x_BTE[:, t : t + 1], feed_BH.unsqueeze(1)], dim=-1)
+            h_B1H, rnn_state = self.rnn(x_B1F, rnn_state)
+            summary_B1K = None if summary_BTK is None else summary_BTK[:, t : t + 1]
+            out_B1H, weights_B1S = self._attend(h_B1H, enc, summary_B1K)
+            feed_BH = out_B1H.squeeze(1)
+            outs.append(out_B1H)
+            weights.append(weights_B1S)
+        logits_BTV = self.output(torch.cat(outs, dim=1))
+        return logits_BTV, DecoderState(rnn_state, feed_BH), torch.cat(weights, dim=1)
+
+    def _attend(
+        self, h_BTH: Tensor, enc: Encoded, summary_BTK: Tensor | None
+    ) -> tuple[Tensor, Tensor | None]:
+        """The vector the output layer reads for each step, and the attention weights."""
         features = [h_BTH]
         weights_BTS = None
         if self.attention is not None:
-            context_BTH, weights_BTS = self.attention(h_BTH, enc.hs_BSH, enc.mask_BS, enc.keys_BSH)
-            features = [context_BTH, h_BTH]
-        if self.peeky:
-            features.append(summary_BTH)
-        logits_BTV = self.output(torch.cat(features, dim=-1) if len(features) > 1 else h_BTH)
-        return logits_BTV, state, weights_BTS
+            context_BTK, weights_BTS = self.attention(h_BTH, enc.hs_BSH, enc.mask_BS, enc.keys_BSH)
+            features = [context_BTK, h_BTH]
+        if summary_BTK is not None:
+            features.append(summary_BTK)
+        out_BTF = torch.cat(features, dim=-1) if len(features) > 1 else h_BTH
+        if self.attentional is not None:
+            out_BTF = self.attentional(out_BTF).tanh()
+        return self.attentional_dropout(out_BTF), weights_BTS

@@ -1,14 +1,18 @@
-"""The encoder: embedding + LSTM that keeps the hidden state of every step (lecture point 3).
+"""The encoder: embedding + RNN that keeps the hidden state of every step (lecture point 3).
 
-It returns ``hs`` (B, S, H), the matrix the attention reads, and the LSTM state (h, c) at the last
-*real* token of each sentence, which starts the decoder (point 4).
+It returns ``hs`` (B, S, H'), the matrix the attention reads, and the RNN's final state at the
+last *real* token of each sentence, which starts the decoder (point 4). The lecture's encoder is
+one unidirectional LSTM layer (H' = H); ``model.encoder`` also offers GRU cells, stacked layers
+and a bidirectional encoder (H' = 2H, both directions' states concatenated).
 
 Batches are right-padded. Rather than packing the batch (which on CPU falls back to a slow
 step-by-step kernel), :func:`run_by_length` sorts the sentences by length and runs PyTorch's fused
-LSTM once per distinct length, each run continuing from the previous run's state with only the
+RNN once per distinct length, each run continuing from the previous run's state with only the
 sentences that are still going. With length bucketing a batch has one to three distinct lengths,
 so this costs one to three kernel calls, and the state of every sentence is taken exactly at its
-last real token, never after a pad step.
+last real token, never after a pad step. The backward direction of a bidirectional encoder is
+the same forward run over each sentence reversed *within its own length*
+(:func:`reverse_within_length`), so padding stays at the end there too.
 """
 
 from __future__ import annotations
@@ -19,23 +23,65 @@ from torch import Tensor, nn
 from jumok.config import EncoderConfig
 from jumok.vocab import PAD_ID
 
-State = tuple[Tensor, Tensor]  # LSTM (h, c), each (layers, B, H)
+# A GRU's state is h; an LSTM's is (h, c). Each is (layers, B, H).
+RNNState = Tensor | tuple[Tensor, Tensor]
+# What the encoder hands the decoder: h and c (None for a GRU), each (layers, B, H').
+Final = tuple[Tensor, Tensor | None]
+
+
+def make_rnn(
+    kind: str, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0
+):
+    """A batch-first ``nn.LSTM`` or ``nn.GRU`` (``dropout`` acts between stacked layers)."""
+    cls = {"lstm": nn.LSTM, "gru": nn.GRU}[kind]
+    return cls(
+        input_size,
+        hidden_size,
+        num_layers=num_layers,
+        batch_first=True,
+        dropout=dropout if num_layers > 1 else 0.0,
+    )
+
+
+def dropout_or_identity(p: float) -> nn.Module:
+    """``nn.Dropout(p)``, or nothing at all for p = 0 (so the lecture's model draws no random numbers)."""
+    return nn.Dropout(p) if p > 0 else nn.Identity()
 
 
 class Encoder(nn.Module):
-    """Embedding + one-layer LSTM over the source.
+    """Embedding + RNN over the source.
 
     Args:
         vocab_size: source vocabulary size V.
-        cfg: sizes (``model.encoder``).
+        cfg: ``model.encoder``.
+        embedding_dropout: dropout on the embeddings.
+        layer_dropout: dropout between stacked layers.
     """
 
-    def __init__(self, vocab_size: int, cfg: EncoderConfig):
+    def __init__(
+        self,
+        vocab_size: int,
+        cfg: EncoderConfig,
+        embedding_dropout: float = 0.0,
+        layer_dropout: float = 0.0,
+    ):
         super().__init__()
-        self.embedding = nn.Embedding(vocab_size, cfg.embedding_size, padding_idx=PAD_ID)
-        self.lstm = nn.LSTM(cfg.embedding_size, cfg.hidden_size, batch_first=True)
+        E, H, L = cfg.embedding_size, cfg.hidden_size, cfg.num_layers
+        self.embedding = nn.Embedding(vocab_size, E, padding_idx=PAD_ID)
+        self.embedding_dropout = dropout_or_identity(embedding_dropout)
+        self.bidirectional = cfg.bidirectional
+        if not self.bidirectional:
+            # All layers in one fused call.
+            self.rnn = make_rnn(cfg.rnn, E, H, L, layer_dropout)
+        else:
+            # Layer l of each direction reads both directions of layer l - 1, so layers are run
+            # one at a time.
+            sizes = [E] + [2 * H] * (L - 1)
+            self.forward_rnns = nn.ModuleList(make_rnn(cfg.rnn, n, H) for n in sizes)
+            self.backward_rnns = nn.ModuleList(make_rnn(cfg.rnn, n, H) for n in sizes)
+            self.layer_dropout = dropout_or_identity(layer_dropout)
 
-    def forward(self, src_BS: Tensor, src_len_B: Tensor) -> tuple[Tensor, State]:
+    def forward(self, src_BS: Tensor, src_len_B: Tensor) -> tuple[Tensor, Final]:
         """Encode a right-padded batch.
 
         Args:
@@ -43,20 +89,77 @@ class Encoder(nn.Module):
             src_len_B: number of real tokens per sentence (>= 1).
 
         Returns:
-            hs_BSH: the LSTM output at every position (zero past each sentence's end).
-            last: the LSTM state (h, c), each (1, B, H), at each sentence's last real token.
+            hs_BSH: the RNN output at every position (zero past each sentence's end); H' = H, or
+                2H when bidirectional (forward state first).
+            final: (h, c) each (layers, B, H') at each sentence's last real token (for the
+                backward direction: after reading the first token); c is None for a GRU.
         """
         if src_BS.dim() != 2 or src_len_B.shape != src_BS.shape[:1]:
             raise ValueError(
                 f"src: expected (B, S) with lengths (B,), got {tuple(src_BS.shape)} "
                 f"and {tuple(src_len_B.shape)}"
             )
-        emb_BSE = self.embedding(src_BS)
-        return run_by_length(self.lstm, emb_BSE, src_len_B)
+        x_BSE = self.embedding_dropout(self.embedding(src_BS))
+        if not self.bidirectional:
+            hs_BSH, state = run_by_length(self.rnn, x_BSE, src_len_B)
+            return hs_BSH, split_state(state)
+        hs_BSH = x_BSE
+        finals: list[Final] = []
+        for layer, (fwd, bwd) in enumerate(zip(self.forward_rnns, self.backward_rnns, strict=True)):
+            if layer > 0:
+                hs_BSH = self.layer_dropout(hs_BSH)
+            out_f, state_f = run_by_length(fwd, hs_BSH, src_len_B)
+            out_b, state_b = run_by_length(bwd, reverse_within_length(hs_BSH, src_len_B), src_len_B)
+            hs_BSH = torch.cat([out_f, reverse_within_length(out_b, src_len_B)], dim=-1)
+            (h_f, c_f), (h_b, c_b) = split_state(state_f), split_state(state_b)
+            finals.append(
+                (
+                    torch.cat([h_f, h_b], dim=-1),
+                    None if c_f is None else torch.cat([c_f, c_b], dim=-1),
+                )
+            )
+        h_LBH = torch.cat([h for h, _ in finals])
+        c_LBH = None if finals[0][1] is None else torch.cat([c for _, c in finals])
+        return hs_BSH, (h_LBH, c_LBH)
 
 
-def run_by_length(lstm: nn.LSTM, x_BSE: Tensor, len_B: Tensor) -> tuple[Tensor, State]:
-    """Run a batch-first LSTM over right-padded sequences, stopping each at its own length.
+def split_state(state: RNNState) -> Final:
+    """(h, c) of an LSTM, (h, None) of a GRU."""
+    return (state[0], state[1]) if isinstance(state, tuple) else (state, None)
+
+
+def reverse_within_length(x_BSD: Tensor, len_B: Tensor) -> Tensor:
+    """Reverse each sequence's first ``len`` positions and leave its padding where it is.
+
+    ``[a, b, c, pad]`` with length 3 becomes ``[c, b, a, pad]``; applying it twice is the identity.
+    """
+    S = x_BSD.shape[1]
+    s_S = torch.arange(S, device=x_BSD.device)
+    index_BS = torch.where(s_S < len_B.unsqueeze(1), len_B.unsqueeze(1) - 1 - s_S, s_S)
+    return x_BSD.gather(1, index_BS.unsqueeze(-1).expand_as(x_BSD))
+
+
+def _rows(state: RNNState, start: int, stop: int) -> RNNState:
+    """Batch rows ``start:stop`` of an RNN state (batch is dim 1)."""
+    if isinstance(state, tuple):
+        return state[0][:, start:stop], state[1][:, start:stop]
+    return state[:, start:stop]
+
+
+def _cat_rows(states: list[RNNState]) -> RNNState:
+    if isinstance(states[0], tuple):
+        return torch.cat([s[0] for s in states], dim=1), torch.cat([s[1] for s in states], dim=1)
+    return torch.cat(states, dim=1)
+
+
+def _index_rows(state: RNNState, index_B: Tensor) -> RNNState:
+    if isinstance(state, tuple):
+        return state[0].index_select(1, index_B), state[1].index_select(1, index_B)
+    return state.index_select(1, index_B)
+
+
+def run_by_length(rnn: nn.RNNBase, x_BSE: Tensor, len_B: Tensor) -> tuple[Tensor, RNNState]:
+    """Run a batch-first LSTM or GRU over right-padded sequences, stopping each at its own length.
 
     Worked example, lengths [2, 5, 5, 3]: sorted longest first -> [5, 5, 3, 2]. Run 1 covers
     steps 0-1 for all four and finishes the length-2 sentence; run 2 continues steps 2 for the
@@ -64,7 +167,8 @@ def run_by_length(lstm: nn.LSTM, x_BSE: Tensor, len_B: Tensor) -> tuple[Tensor, 
 
     Returns:
         hs_BSH: outputs, zero at padding.
-        (h, c): each (layers, B, H), the state after each sequence's last real step.
+        state: the state after each sequence's last real step ((h, c) for an LSTM), each
+            (layers, B, H).
     """
     B, S, _ = x_BSE.shape
     lengths = len_B.tolist()
@@ -72,30 +176,25 @@ def run_by_length(lstm: nn.LSTM, x_BSE: Tensor, len_B: Tensor) -> tuple[Tensor, 
     sorted_len = [lengths[i] for i in order]
     order_B = torch.tensor(order, device=x_BSE.device)
     x_sorted = x_BSE.index_select(0, order_B) if order != list(range(B)) else x_BSE
-    pieces, finals_h, finals_c = [], [], []
+    pieces, finals = [], []
     state = None
     start = 0
     for length in sorted(set(sorted_len)):
         n = sum(1 for v in sorted_len if v >= length)  # sentences still going: a prefix
         if state is not None:
-            state = (state[0][:, :n], state[1][:, :n])
-        out_nLH, state = lstm(x_sorted[:n, start:length], state)
+            state = _rows(state, 0, n)
+        out_nLH, state = rnn(x_sorted[:n, start:length], state)
         pieces.append(nn.functional.pad(out_nLH, (0, 0, 0, 0, 0, B - n)))
         done = sum(1 for v in sorted_len if v == length)  # these end here: the prefix's tail
-        finals_h.append(state[0][:, n - done : n])
-        finals_c.append(state[1][:, n - done : n])
+        finals.append(_rows(state, n - done, n))
         start = length
     hs_sorted = torch.cat(pieces, dim=1)
     if start < S:
         hs_sorted = nn.functional.pad(hs_sorted, (0, 0, 0, S - start))
     # Finished groups were collected shortest first, i.e. from the end of the sorted order.
-    h_sorted = torch.cat(finals_h[::-1], dim=1)
-    c_sorted = torch.cat(finals_c[::-1], dim=1)
+    final_sorted = _cat_rows(finals[::-1])
     if order == list(range(B)):
-        return hs_sorted, (h_sorted, c_sorted)
+        return hs_sorted, final_sorted
     inverse_B = torch.empty_like(order_B)
     inverse_B[order_B] = torch.arange(B, device=x_BSE.device)
-    return (
-        hs_sorted.index_select(0, inverse_B),
-        (h_sorted.index_select(1, inverse_B), c_sorted.index_select(1, inverse_B)),
-    )
+    return hs_sorted.index_select(0, inverse_B), _index_rows(final_sorted, inverse_B)

@@ -14,7 +14,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from jumok.checkpoint import atomic_write_text
 from jumok.config import Config, apply_overrides, validate
+from jumok.data import read_pairs
+from jumok.diagnostics import summarize
 from jumok.errors import RunDirError
 from jumok.metrics import exact_match
 from jumok.train import train
@@ -57,9 +60,11 @@ def rung_config(task: str, overrides: dict[str, object], epochs: int, quick: boo
             },
             "reverse_source": True,
         },
+        # The book's model exactly: its initial weights and its decoder start (h only, c = 0).
         "model": {
             "encoder": {"embedding_size": 16, "hidden_size": hidden},
-            "decoder": {"embedding_size": 16, "hidden_size": hidden},
+            "decoder": {"embedding_size": 16, "hidden_size": hidden, "init": "last_h"},
+            "init": "book",
         },
         "train": {
             "epochs": epochs,
@@ -72,6 +77,18 @@ def rung_config(task: str, overrides: dict[str, object], epochs: int, quick: boo
     }
     items = [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
     return validate(apply_overrides(raw, items), f"ladder rung ({task})", items)
+
+
+# The book's NumPy code re-run on this machine kind (issue figures): final exact match (%) after
+# the task's epochs, by rung. Shown beside jumok's figures in ladder.md.
+BOOK: dict[str, dict[str, float]] = {
+    "addition": {"plain": 9.98, "plain + reversed": 54.06, "reversed + peeky": 98.14},
+    "date": {
+        "plain + reversed": 0.00,
+        "reversed + peeky": 100.00,
+        "reversed + dot attention": 99.90,
+    },
+}
 
 
 def run_ladder(
@@ -97,21 +114,16 @@ def run_ladder(
         log(f"\n== rung {index}/{len(RUNGS)}: {name} ==")
         run_dir = out / "runs" / f"{index}-{name.replace(' + ', '-').replace(' ', '-')}"
         result = train(cfg, run_dir, log=log, progress=False)
-        translator = load(run_dir)
-        test = result.test_pairs
-        outputs = translator.translate([s for s, _ in test])
-        rungs.append(
-            {
-                "name": name,
-                "run_dir": str(run_dir),
-                "config": cfg.model_dump(mode="json"),
-                "exact_match_per_epoch": [r.dev_exact_match for r in result.history],
-                "best_exact_match": max(r.dev_exact_match for r in result.history),
-                "final_exact_match": result.history[-1].dev_exact_match,
-                "test_exact_match": exact_match([o.text for o in outputs], [t for _, t in test]),
-                "seconds_per_epoch": [r.epoch_seconds for r in result.history],
-            }
-        )
+        rung = {
+            "name": name,
+            "run_dir": str(run_dir),
+            "config": cfg.model_dump(mode="json"),
+            "exact_match_per_epoch": [r.dev_exact_match for r in result.history],
+            "best_exact_match": max(r.dev_exact_match for r in result.history),
+            "final_exact_match": result.history[-1].dev_exact_match,
+            "seconds_per_epoch": [r.epoch_seconds for r in result.history],
+        }
+        rungs.append({**rung, **score_rung(run_dir, result.test_pairs)})
     summary = {
         "task": task,
         "epochs": epochs,
@@ -119,29 +131,80 @@ def run_ladder(
         "rungs": rungs,
         "seconds": time.perf_counter() - started,
     }
-    (out / "ladder.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    (out / "ladder.md").write_text(ladder_table(summary), encoding="utf-8")
-    _pictures(out, task, rungs)
+    write_report(out, summary)
     log("\n" + ladder_table(summary))
     return summary
 
 
+def score_rung(run_dir: Path | str, test: list[tuple[str, str]]) -> dict:
+    """Decode the test pairs with a rung's best checkpoint: exact match and attention diagnostics."""
+    outputs = load(run_dir).translate([s for s, _ in test])
+    found = [d for d in (o.diagnostics() for o in outputs) if d is not None]
+    return {
+        "test_exact_match": exact_match([o.text for o in outputs], [t for _, t in test]),
+        "attention_diagnostics": summarize(found) if found else None,
+    }
+
+
+def refresh_report(out: Path) -> dict:
+    """Recompute the test figures of an existing ladder directory and rewrite its report.
+
+    Training histories come from ``ladder.json``; each rung is decoded again from its run
+    directory's best checkpoint and ``data/test.tsv``. Useful after jumok gains a new figure.
+    """
+    summary = json.loads((out / "ladder.json").read_text(encoding="utf-8"))
+    for rung in summary["rungs"]:
+        test = read_pairs(Path(rung["run_dir"]) / "data" / "test.tsv")
+        rung.update(score_rung(rung["run_dir"], test))
+    write_report(out, summary)
+    return summary
+
+
+def write_report(out: Path, summary: dict) -> None:
+    """ladder.json, ladder.md, the curves (ladder.png) and the attention maps (attention.png)."""
+    atomic_write_text(out / "ladder.json", json.dumps(summary, indent=2))
+    atomic_write_text(out / "ladder.md", ladder_table(summary))
+    _pictures(out, summary["task"], summary["rungs"])
+
+
 def ladder_table(summary: dict) -> str:
+    book = {} if summary["quick"] else BOOK.get(summary["task"], {})
     lines = [
         f"# The ladder on the {summary['task']} task ({summary['epochs']} epochs"
         f"{', quick preset' if summary['quick'] else ''})",
         "",
-        "| rung | dev exact match per epoch (%) | best | final | test | s/epoch |",
-        "|---|---|---|---|---|---|",
+        "| rung | dev exact match per epoch (%) | best | final | test | book | s/epoch "
+        "| entropy | monotonic | last-token share |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in summary["rungs"]:
         curve = " ".join(f"{100 * v:.1f}" for v in r["exact_match_per_epoch"])
         mean_s = sum(r["seconds_per_epoch"]) / len(r["seconds_per_epoch"])
+        d = r.get("attention_diagnostics")
+        attention = (
+            f"{d['mean_entropy']:.2f} | {100 * d['monotonicity']:.1f}% | "
+            f"{100 * d['token_final_share']:.1f}%"
+            if d
+            else "- | - | -"
+        )
         lines.append(
             f"| {r['name']} | {curve} | {100 * r['best_exact_match']:.2f} | "
-            f"{100 * r['final_exact_match']:.2f} | {100 * r['test_exact_match']:.2f} | {mean_s:.1f} |"
+            f"{100 * r['final_exact_match']:.2f} | {100 * r['test_exact_match']:.2f} | "
+            f"{book.get(r['name'], float('nan')):.2f} | {mean_s:.1f} | {attention} |".replace(
+                "| nan |", "| - |"
+            )
         )
-    lines += ["", f"Whole ladder: {summary['seconds']:.0f} s.", ""]
+    lines += [
+        "",
+        "Exact match in %: dev per epoch, best and final dev, test with the best checkpoint. "
+        "'book' is the book's NumPy code on the same task and epochs. Attention columns are over "
+        "the test set: mean entropy of each output token's weights (nats), share of output "
+        "tokens on a monotone alignment, share of output tokens whose weight is mostly on the "
+        "last source token read (see docs/diagnostics.md).",
+        "",
+        f"Whole ladder: {summary['seconds']:.0f} s.",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -6,10 +6,14 @@ import torch
 from torch import Tensor, nn
 
 from jumok.config import ModelConfig
-from jumok.decoder import Decoder, Encoded, State
+from jumok.decoder import Decoder, DecoderState, Encoded
 from jumok.encoder import Encoder
 
-__all__ = ["Encoded", "Seq2Seq", "build_model"]
+__all__ = ["DecoderState", "Encoded", "Seq2Seq", "build_model"]
+
+# Parameter names before the RNN cell became configurable (checkpoints of format version 1 written
+# before this change), mapped to today's names so those checkpoints still load.
+_RENAMED = {"encoder.lstm.": "encoder.rnn.", "decoder.lstm.": "decoder.rnn."}
 
 
 class Seq2Seq(nn.Module):
@@ -23,25 +27,30 @@ class Seq2Seq(nn.Module):
 
     def __init__(self, cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int):
         super().__init__()
-        self.encoder = Encoder(src_vocab_size, cfg.encoder)
-        self.decoder = Decoder(tgt_vocab_size, cfg.decoder, cfg.attention)
+        self.encoder = Encoder(
+            src_vocab_size, cfg.encoder, cfg.dropout.embeddings, cfg.dropout.layers
+        )
+        self.decoder = Decoder(tgt_vocab_size, cfg)
+        if cfg.init != "pytorch":
+            fan_in_init(self, embedding_std=0.01 if cfg.init == "book" else 1.0)
+        self._register_load_state_dict_pre_hook(_rename_legacy_keys)
 
     def encode(self, src_BS: Tensor, src_len_B: Tensor) -> Encoded:
         """Encode a right-padded source batch; keys are computed here, once."""
-        hs_BSH, last = self.encoder(src_BS, src_len_B)
+        hs_BSH, final = self.encoder(src_BS, src_len_B)
         S = src_BS.shape[1]
         mask_BS = src_len_B.unsqueeze(1) > torch.arange(S, device=src_BS.device).unsqueeze(0)
         return Encoded(
             hs_BSH=hs_BSH,
             mask_BS=mask_BS,
-            state=self.decoder.initial_state(last),
+            state=self.decoder.initial_state(final),
             keys_BSH=self.decoder.prepare_keys(hs_BSH),
-            summary_BH=last[0][-1],
+            summary_BH=final[0][-1],
         )
 
     def decode_step(
-        self, tokens_B: Tensor, state: State, enc: Encoded
-    ) -> tuple[Tensor, State, Tensor | None]:
+        self, tokens_B: Tensor, state: DecoderState, enc: Encoded
+    ) -> tuple[Tensor, DecoderState, Tensor | None]:
         """One generation step: (logits_BV, new state, weights_BS or None)."""
         logits_B1V, state, weights_B1S = self.decoder(tokens_B.unsqueeze(1), state, enc)
         weights_BS = None if weights_B1S is None else weights_B1S.squeeze(1)
@@ -64,3 +73,37 @@ class Seq2Seq(nn.Module):
 def build_model(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int) -> Seq2Seq:
     """Build the model described by ``cfg`` for the given vocabulary sizes."""
     return Seq2Seq(cfg, src_vocab_size, tgt_vocab_size)
+
+
+@torch.no_grad()
+def fan_in_init(model: nn.Module, embedding_std: float) -> None:
+    """Every weight matrix normal with variance 1/fan_in, biases zero, embeddings normal.
+
+    With ``embedding_std=0.01`` these are the book's initial weights (ch. 7-8 ``Seq2seq``,
+    ``AttentionSeq2seq``: ``randn(D, H) / sqrt(D)``, zero biases, ``randn(V, D) / 100``);
+    ``model.init: lecun`` keeps unit-variance embeddings. The padding row stays zero. A tied
+    output matrix is the embedding, so it keeps the embedding's initialisation.
+    """
+    embeddings = set()
+    for module in model.modules():
+        if isinstance(module, nn.Embedding):
+            embeddings.add(id(module.weight))
+    for p in model.parameters():
+        if id(p) in embeddings:
+            continue
+        if p.dim() >= 2:
+            p.normal_(0.0, p.shape[1] ** -0.5)  # (out, in): fan_in is the second dimension
+        else:
+            p.zero_()
+    for module in model.modules():
+        if isinstance(module, nn.Embedding):
+            module.weight.normal_(0.0, embedding_std)
+            if module.padding_idx is not None:
+                module.weight[module.padding_idx].zero_()
+
+
+def _rename_legacy_keys(state_dict, prefix, *args) -> None:
+    for key in list(state_dict):
+        for old, new in _RENAMED.items():
+            if key.startswith(prefix + old):
+                state_dict[prefix + new + key[len(prefix + old) :]] = state_dict.pop(key)

@@ -19,6 +19,7 @@ import torch
 from jumok.checkpoint import Checkpoint, load_checkpoint
 from jumok.config import Config
 from jumok.data import pad
+from jumok.diagnostics import AttentionDiagnostics, diagnose
 from jumok.errors import DataError, RunDirError
 from jumok.model import Seq2Seq, build_model
 from jumok.search import greedy
@@ -43,6 +44,9 @@ class Translation:
         attention: ``len(tokens)`` rows x ``len(source_tokens)`` columns of weights; each row
             sums to 1. None for a model without attention (``model.attention: none``).
         unknown: how many input tokens were not in the vocabulary.
+        source_reversed: the model read the source reversed (``data.reverse_source``), so the
+            last token its encoder read is ``source_tokens[0]``, not ``source_tokens[-1]``.
+            ``attention`` is in the original order either way.
     """
 
     source: str
@@ -53,9 +57,24 @@ class Translation:
     source_tokens: list[str]
     attention: list[list[float]] | None
     unknown: int
+    source_reversed: bool = False
+
+    def diagnostics(self) -> AttentionDiagnostics | None:
+        """Attention diagnostics (:func:`jumok.diagnostics.diagnose`); None without attention.
+
+        The collapse position is the last source token the encoder read: the last column, or
+        column 0 when the model read the source reversed.
+        """
+        if self.attention is None:
+            return None
+        return diagnose(self.attention, collapse_positions=[0] if self.source_reversed else None)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-friendly fields plus ``diagnostics`` (a dict, or None without attention)."""
+        record = asdict(self)
+        diagnostics = self.diagnostics()
+        record["diagnostics"] = None if diagnostics is None else diagnostics.to_dict()
+        return record
 
 
 class Translator:
@@ -135,6 +154,7 @@ class Translator:
                     source_tokens=src_tokens[i],
                     attention=None if attention_TS is None else attention_TS.tolist(),
                     unknown=encoded[i].unknown,
+                    source_reversed=reverse,
                 )
         return [r for r in results if r is not None]
 

@@ -84,7 +84,9 @@ def test_overrides_use_dotted_paths_and_yaml_values(tmp_path):
 def test_incompatible_sizes_say_what_to_change(tmp_path):
     path = write(tmp_path, "data:\n  generate: {task: date}\n")
     with pytest.raises(
-        ConfigError, match=r"must equal model\.encoder\.hidden_size \(256\).*set both"
+        ConfigError,
+        match=r"run\.yaml: model: dot attention .*decoder\.hidden_size = 128\) with each row of "
+        r"hs \(encoder size 256\).*set model\.decoder\.hidden_size to 256",
     ):
         load_config(path, ["model.decoder.hidden_size=128"])
 
@@ -123,3 +125,60 @@ def test_configs_are_frozen():
     cfg = load_config(ROOT / "examples/date.yaml")
     with pytest.raises(ValidationError):
         cfg.train.lr = 1.0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["model.encoder.bidirectional=true"],
+            "dot attention compares the decoder state (decoder.hidden_size = 256) with each row "
+            "of hs (encoder size 256 x 2 directions = 512)",
+        ),
+        (
+            ["model.encoder.bidirectional=true", "model.attention=general"],
+            "model.decoder.init 'last' starts the decoder from the encoder's final state (size "
+            "256 x 2 directions = 512), which does not fit decoder.hidden_size (256): set "
+            "model.decoder.hidden_size to 512, or use model.decoder.init: bridge",
+        ),
+        (
+            ["model.encoder.num_layers=2"],
+            "but the encoder has 2 layer(s) and the decoder 1",
+        ),
+        (
+            ["model.attention=none", "model.decoder.input_feeding=true"],
+            "model.decoder.input_feeding feeds the attentional vector back, and model.attention "
+            "is 'none'",
+        ),
+        (
+            ["model.decoder.tie_embeddings=true"],
+            "(decoder.embedding_size = 16) with the output layer, which reads vectors of "
+            "decoder.hidden_size = 256",
+        ),
+        (
+            ["model.attention=none", "model.decoder.init=zero"],
+            "model.decoder.init 'zero' with peeky false gives it neither",
+        ),
+        (["model.dropout.layers=1.5"], "model.dropout.layers"),
+        (["model.encoder.rnn=rnn"], "model.encoder.rnn"),
+        (["model.decoder.init=first"], "model.decoder.init"),
+    ],
+)
+def test_combinations_that_cannot_work_fail_at_config_time(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(ROOT / "examples/date.yaml", overrides)
+    assert message in str(err.value)
+
+
+def test_valid_combinations_pass():
+    cfg = load_config(
+        ROOT / "examples/date.yaml",
+        [
+            "model.encoder.bidirectional=true",
+            "model.encoder.hidden_size=128",
+            "model.encoder.num_layers=2",
+            "model.decoder.num_layers=2",
+            "model.decoder.input_feeding=true",
+        ],
+    )
+    assert cfg.model.encoder.output_size == 256 == cfg.model.decoder.hidden_size

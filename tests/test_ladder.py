@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from jumok.cli import main
-from jumok.ladder import RUNGS, rung_config
+from jumok.ladder import RUNGS, refresh_report, rung_config
 
 
 def test_ladder_quick_writes_one_entry_per_rung(tmp_path, capsys):
@@ -16,12 +16,22 @@ def test_ladder_quick_writes_one_entry_per_rung(tmp_path, capsys):
     for rung in summary["rungs"]:
         assert len(rung["exact_match_per_epoch"]) == 2 == len(rung["seconds_per_epoch"])
         assert 0.0 <= rung["test_exact_match"] <= 1.0
+        diagnostics = rung["attention_diagnostics"]
+        if rung["config"]["model"]["attention"] == "none":
+            assert diagnostics is None
+        else:
+            assert diagnostics["count"] == 100 and 0 < diagnostics["coverage"] <= 1
     table = (out / "ladder.md").read_text(encoding="utf-8")
     assert table.count("\n| ") == len(RUNGS) + 1  # header + one row per rung
     for name in ("ladder.png", "attention.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
     assert main(["ladder", "--quick", "--out", str(out)]) == 2  # never reuses a directory
     assert "not empty" in capsys.readouterr().err
+    before = json.loads((out / "ladder.json").read_text(encoding="utf-8"))
+    refreshed = refresh_report(out)
+    assert [r["test_exact_match"] for r in refreshed["rungs"]] == [
+        r["test_exact_match"] for r in before["rungs"]
+    ]
 
 
 def test_rungs_follow_the_books_argument():

@@ -42,8 +42,8 @@ def test_decoder_starts_from_the_last_real_token_not_a_pad_step(tiny_model):
     src_len[1] = 2
     enc = tiny_model.encode(src, src_len)
     alone = tiny_model.encode(src[1:2, :2], src_len[1:2])
-    torch.testing.assert_close(enc.state[0][:, 1], alone.state[0][:, 0])
-    torch.testing.assert_close(enc.state[1][:, 1], alone.state[1][:, 0])
+    torch.testing.assert_close(enc.state.rnn[0][:, 1], alone.state.rnn[0][:, 0])
+    torch.testing.assert_close(enc.state.rnn[1][:, 1], alone.state.rnn[1][:, 0])
 
 
 def test_teacher_forced_unroll_equals_step_by_step(tiny_model):
