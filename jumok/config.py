@@ -266,12 +266,98 @@ class ModelConfig(_Frozen):
 
 
 # -------------------------------------------------------------------------------------- train
+class ScheduleConfig(_Frozen):
+    """How the learning rate changes during training. The lecture uses a constant Adam rate."""
+
+    kind: Literal["constant", "plateau", "inverse_sqrt", "cosine"] = Field(
+        "constant",
+        description="'constant' (the lecture); 'plateau' multiplies the rate by factor after "
+        "patience validations without improvement of train.early_stopping.metric; "
+        "'inverse_sqrt' warms up linearly for warmup_steps, then decays as "
+        "sqrt(warmup_steps / step) (Vaswani et al.); 'cosine' warms up, then follows half a "
+        "cosine from lr to min_lr over the run's steps (train.max_steps, or epochs x batches).",
+    )
+    warmup_steps: int = Field(
+        0, ge=0, description="Linear warm-up from 0 to train.lr over this many updates."
+    )
+    factor: float = Field(0.5, gt=0, lt=1, description="'plateau': multiply the rate by this.")
+    patience: int = Field(
+        2, ge=0, description="'plateau': validations without improvement before reducing."
+    )
+    min_lr: float = Field(0.0, ge=0, description="Lowest learning rate ('plateau', 'cosine').")
+
+
+class EarlyStoppingConfig(_Frozen):
+    """Which dev metric picks the best checkpoint, and when to stop."""
+
+    metric: Literal["exact_match", "bleu", "chrf", "loss"] = Field(
+        "exact_match",
+        description="Dev metric that chooses best.safetensors, drives early stopping and the "
+        "'plateau' schedule (loss: lower is better; the others: higher).",
+    )
+    patience: int | None = Field(
+        None,
+        gt=0,
+        description="Stop after this many validations without improvement; null = never stop "
+        "early.",
+    )
+
+
 class TrainConfig(_Frozen):
     """The training loop."""
 
     epochs: int = Field(10, gt=0, description="Passes over the training pairs.")
-    batch_size: int = Field(128, gt=0, description="Sentence pairs per update (book: 128).")
+    max_steps: int | None = Field(
+        None, gt=0, description="Stop after this many updates (whichever of epochs comes first)."
+    )
+    batch_size: int = Field(
+        128,
+        gt=0,
+        description="Sentence pairs per batch (book: 128), or target tokens per batch with "
+        "batch_type: tokens.",
+    )
+    batch_type: Literal["sentences", "tokens"] = Field(
+        "sentences",
+        description="Count batch_size in sentence pairs or in target tokens (padding excluded).",
+    )
+    accumulate: int = Field(
+        1,
+        gt=0,
+        description="Add the gradients of this many batches before each update: the same update "
+        "as one batch this many times larger, in the memory of one.",
+    )
     lr: float = Field(1e-3, gt=0, description="Adam learning rate (book: 0.001).")
+    weight_decay: float = Field(
+        0.0, ge=0, description="Decoupled weight decay (AdamW) when > 0; the lecture has none."
+    )
+    label_smoothing: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Spread this much of each target's probability over the vocabulary "
+        "(Szegedy et al. 2016); the lecture has none.",
+    )
+    schedule: ScheduleConfig = Field(
+        default_factory=ScheduleConfig, description="Learning-rate schedule."
+    )
+    valid_every: int | None = Field(
+        None,
+        gt=0,
+        description="Validate every this many updates; null = at the end of every epoch.",
+    )
+    early_stopping: EarlyStoppingConfig = Field(
+        default_factory=EarlyStoppingConfig, description="Best checkpoint and early stopping."
+    )
+    keep_best: int = Field(
+        1,
+        gt=0,
+        description="How many of the best checkpoints to keep. best.safetensors is always the "
+        "best; with k > 1 the k best are also kept as checkpoints/step-N.safetensors and "
+        "worse ones are deleted.",
+    )
+    examples: int = Field(
+        3, ge=0, description="Dev translations printed at each validation, next to references."
+    )
     clip_grad_norm: float | None = Field(
         5.0,
         gt=0,

@@ -247,27 +247,61 @@ def make_batch(data: EncodedPairs, index_B: Tensor) -> Batch:
 
 
 def batch_order(
-    lengths_N: Tensor, batch_size: int, shuffle: bool, bucketing: bool, generator: torch.Generator
+    lengths_N: Tensor,
+    batch_size: int,
+    shuffle: bool,
+    bucketing: bool,
+    generator: torch.Generator,
+    tokens_N: Tensor | None = None,
 ) -> list[Tensor]:
     """Split example positions into batches; every example appears exactly once.
 
     With ``bucketing``, positions are shuffled, cut into pools of 50 batches, each pool sorted by
     source length and cut into batches, and then the batches themselves are shuffled: batches hold
     sentences of similar length (little padding) and still come in random order.
+
+    Args:
+        lengths_N: source length of each example (the bucketing key).
+        batch_size: sentences per batch, or target tokens per batch when ``tokens_N`` is given.
+        tokens_N: target tokens of each example, to cut batches by a token budget: a batch takes
+            examples while its total stays within ``batch_size`` (an example longer than the
+            budget gets a batch of its own).
     """
     n = lengths_N.shape[0]
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    cut = (
+        (lambda chunk: chunk.split(batch_size))
+        if tokens_N is None
+        else (lambda chunk: split_by_tokens(chunk, tokens_N, batch_size))
+    )
     if bucketing:
-        pool = batch_size * 50
+        if tokens_N is None:
+            pool = batch_size * 50
+        else:  # about 50 batches' worth of examples
+            pool = max(1, int(50 * batch_size / max(float(tokens_N.float().mean()), 1.0)))
         pieces = []
         for start in range(0, n, pool):
             chunk = order[start : start + pool]
             chunk = chunk[torch.argsort(lengths_N[chunk], stable=True)]
-            pieces.extend(chunk.split(batch_size))
+            pieces.extend(cut(chunk))
         if shuffle:
             pieces = [pieces[i] for i in torch.randperm(len(pieces), generator=generator)]
         return pieces
-    return list(order.split(batch_size))
+    return list(cut(order))
+
+
+def split_by_tokens(order: Tensor, tokens_N: Tensor, budget: int) -> list[Tensor]:
+    """Cut ``order`` into consecutive runs whose total of ``tokens_N`` stays within ``budget``."""
+    pieces, start, total = [], 0, 0
+    counts = tokens_N[order].tolist()
+    for i, count in enumerate(counts):
+        if total + count > budget and i > start:
+            pieces.append(order[start:i])
+            start, total = i, 0
+        total += count
+    if start < len(counts):
+        pieces.append(order[start:])
+    return pieces
 
 
 def iterate_batches(
@@ -276,8 +310,10 @@ def iterate_batches(
     shuffle: bool = False,
     bucketing: bool = False,
     generator: torch.Generator | None = None,
+    by_tokens: bool = False,
 ) -> Iterator[Batch]:
-    """Yield the batches of one pass over ``data``."""
+    """Yield the batches of one pass over ``data`` (``by_tokens``: batch_size counts target tokens)."""
     generator = generator or torch.Generator().manual_seed(0)
-    for index_B in batch_order(data.src_len_N, batch_size, shuffle, bucketing, generator):
+    tokens_N = data.tgt_len_N if by_tokens else None
+    for index_B in batch_order(data.src_len_N, batch_size, shuffle, bucketing, generator, tokens_N):
         yield make_batch(data, index_B)

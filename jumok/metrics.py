@@ -31,3 +31,23 @@ def token_accuracy(hyps: Sequence[Sequence[str]], refs: Sequence[Sequence[str]])
 def _check(hyps: Sequence, refs: Sequence) -> None:
     if len(hyps) != len(refs):
         raise ValueError(f"{len(hyps)} hypotheses for {len(refs)} references")
+
+
+def bleu(hyps: Sequence[str], refs: Sequence[str]) -> float:
+    """Corpus BLEU (sacrebleu defaults: 13a tokenization, cased), 0-100."""
+    _check(hyps, refs)
+    if not refs:
+        return 0.0
+    import sacrebleu
+
+    return float(sacrebleu.corpus_bleu(list(hyps), [list(refs)]).score)
+
+
+def chrf(hyps: Sequence[str], refs: Sequence[str]) -> float:
+    """Corpus chrF (sacrebleu defaults), 0-100."""
+    _check(hyps, refs)
+    if not refs:
+        return 0.0
+    import sacrebleu
+
+    return float(sacrebleu.corpus_chrf(list(hyps), [list(refs)]).score)

@@ -97,26 +97,39 @@ def attention_grid(path: str | Path, items: Sequence[dict[str, Any]], columns: i
 def learning_curve(
     path: str | Path, history: Sequence[dict[str, Any]], title: str | None = None
 ) -> Path:
-    """Loss (train and dev) and dev exact match per epoch, from ``metrics.jsonl`` records."""
+    """Loss (train and dev) and dev scores per validation, from ``metrics.jsonl`` records.
+
+    The x axis is the epoch when there is one validation per epoch, else the update step. BLEU
+    and chrF are drawn when the records have them and they are not all zero.
+    """
     plt = _pyplot()
     epochs = [r["epoch"] for r in history]
+    by_epoch = len(set(epochs)) == len(epochs)
+    xs = epochs if by_epoch else [r["step"] for r in history]
+    xlabel = "epoch" if by_epoch else "update step"
     fig, (ax_loss, ax_em) = plt.subplots(1, 2, figsize=(10, 3.8))
-    ax_loss.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
-    ax_loss.plot(epochs, [r["dev_loss"] for r in history], "s-", label="dev")
+    ax_loss.plot(xs, [r["train_loss"] for r in history], "o-", label="train")
+    ax_loss.plot(xs, [r["dev_loss"] for r in history], "s-", label="dev")
     ax_loss.set_yscale("log")
-    ax_loss.set_xlabel("epoch")
+    ax_loss.set_xlabel(xlabel)
     ax_loss.set_ylabel("cross-entropy per token (log scale)")
     ax_loss.set_title("loss")
     ax_loss.legend()
     ax_loss.grid(alpha=0.3)
-    ax_em.plot(epochs, [100 * r["dev_exact_match"] for r in history], "o-", color="tab:green")
-    ax_em.set_xlabel("epoch")
-    ax_em.set_ylabel("exact match on dev (%)")
+    ax_em.plot(xs, [100 * r["dev_exact_match"] for r in history], "o-", label="exact match (%)")
+    for key, label in (("dev_bleu", "BLEU"), ("dev_chrf", "chrF")):
+        values = [r.get(key, 0.0) for r in history]
+        if any(values):
+            ax_em.plot(xs, values, "s-", label=label)
+    ax_em.set_xlabel(xlabel)
+    ax_em.set_ylabel("dev score (0-100)")
     ax_em.set_ylim(0, 101)
-    ax_em.set_title("exact match")
+    ax_em.set_title("dev scores")
+    ax_em.legend()
     ax_em.grid(alpha=0.3)
-    for ax in (ax_loss, ax_em):
-        ax.set_xticks(epochs)
+    if by_epoch:
+        for ax in (ax_loss, ax_em):
+            ax.set_xticks(xs)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

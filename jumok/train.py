@@ -5,9 +5,14 @@ A run directory holds everything about one run::
     config.yaml        the resolved config (after --set overrides)
     vocab.json         source and target vocabularies
     data/*.tsv         the generated splits, when the config generates its data
-    metrics.jsonl      one JSON object per validation (every epoch)
-    best.safetensors   weights + config + vocabularies with the best dev exact match
-    last.safetensors   the same, after the latest epoch (or the wall-clock budget)
+    metrics.jsonl      one JSON object per validation (every epoch, or every train.valid_every
+                       updates); metrics.csv holds the same table
+    learning_curve.png loss and dev scores so far, redrawn at every validation
+    best.safetensors   weights + config + vocabularies with the best dev score
+                       (train.early_stopping.metric)
+    last.safetensors   the same, after the latest validation
+    checkpoints/       the k best (train.keep_best > 1)
+    tensorboard/       the same metrics as TensorBoard events, when tensorboard is installed
 
 A directory that already holds a run is never reused: :func:`prepare_run_dir` refuses it.
 """
@@ -15,12 +20,13 @@ A directory that already holds a run is never reused: :func:`prepare_run_dir` re
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import math
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,20 +35,40 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from jumok.checkpoint import atomic_write_text, save_checkpoint
-from jumok.config import Config, config_to_yaml
-from jumok.data import EncodedPairs, Pair, encode_pairs, iterate_batches, load_splits, write_pairs
+from jumok.config import Config, TrainConfig, config_to_yaml
+from jumok.data import (
+    Batch,
+    EncodedPairs,
+    Pair,
+    batch_order,
+    encode_pairs,
+    iterate_batches,
+    load_splits,
+    write_pairs,
+)
 from jumok.errors import RunDirError
-from jumok.metrics import exact_match, token_accuracy
+from jumok.metrics import bleu, chrf, exact_match, token_accuracy
 from jumok.model import Seq2Seq, build_model
+from jumok.schedules import EarlyStopping, Schedule
 from jumok.search import greedy
 from jumok.vocab import PAD_ID, Vocab, detokenize_chars, tokenize_chars
 
 RUN_MARKERS = ("config.yaml", "metrics.jsonl", "best.safetensors", "last.safetensors")
+METRICS = {
+    "exact_match": "dev_exact_match",
+    "bleu": "dev_bleu",
+    "chrf": "dev_chrf",
+    "loss": "dev_loss",
+}
 
 
 @dataclass
 class EpochRecord:
-    """What one validation measured; one line of ``metrics.jsonl``."""
+    """What one validation measured; one line of ``metrics.jsonl`` and of ``metrics.csv``.
+
+    ``epoch_seconds`` and ``train_tokens_per_second`` cover the training since the previous
+    validation (a whole epoch unless ``train.valid_every`` is set).
+    """
 
     epoch: int
     step: int
@@ -50,9 +76,15 @@ class EpochRecord:
     dev_loss: float
     dev_exact_match: float
     dev_token_accuracy: float
+    dev_bleu: float
+    dev_chrf: float
+    lr: float
     epoch_seconds: float
     elapsed_seconds: float
     train_tokens_per_second: float
+
+
+ValidationRecord = EpochRecord
 
 
 @dataclass
@@ -61,6 +93,7 @@ class TrainResult:
     history: list[EpochRecord]
     best_exact_match: float
     stopped_by_budget: bool
+    stopped_early: bool
     src_vocab: Vocab
     tgt_vocab: Vocab
     test_pairs: list[Pair]
@@ -92,13 +125,70 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def loss_fn(logits_BTV: torch.Tensor, tgt_out_BT: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy per real target token (padding ignored)."""
+def loss_fn(
+    logits_BTV: torch.Tensor,
+    tgt_out_BT: torch.Tensor,
+    label_smoothing: float = 0.0,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Cross-entropy per real target token (padding ignored): the mean, or the sum."""
     return F.cross_entropy(
         logits_BTV.reshape(-1, logits_BTV.shape[-1]).float(),
         tgt_out_BT.reshape(-1),
         ignore_index=PAD_ID,
+        label_smoothing=label_smoothing,
+        reduction=reduction,
     )
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam (the lecture), or AdamW when ``train.weight_decay`` > 0."""
+    if cfg.weight_decay > 0:
+        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr)
+
+
+def accumulated_update(
+    model: Seq2Seq,
+    optimizer: torch.optim.Optimizer,
+    batches: list[Batch],
+    cfg: TrainConfig,
+    device: torch.device,
+) -> tuple[float, int]:
+    """One update from the gradients of ``batches`` (``train.accumulate`` of them).
+
+    Each batch's summed loss is divided by the token count of *all* of them, so the gradient is
+    the one of a single batch holding every example (the same mean over the same tokens).
+
+    Returns:
+        (summed loss, number of target tokens) over the batches.
+    """
+    total_tokens = sum(b.n_target_tokens for b in batches)
+    optimizer.zero_grad(set_to_none=True)
+    loss_sum = 0.0
+    for batch in batches:
+        batch = batch.to(device)
+        with autocast(cfg.precision, device):
+            logits_BTV, _ = model(batch.src_BS, batch.src_len_B, batch.tgt_in_BT)
+        loss = loss_fn(logits_BTV, batch.tgt_out_BT, cfg.label_smoothing, reduction="sum")
+        (loss / total_tokens).backward()
+        loss_sum += loss.item()
+    if cfg.clip_grad_norm:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
+    optimizer.step()
+    return loss_sum, total_tokens
+
+
+def grouped(items: Iterator[Batch], size: int) -> Iterator[list[Batch]]:
+    """Consecutive groups of ``size`` (the last one may be shorter)."""
+    group: list[Batch] = []
+    for item in items:
+        group.append(item)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
 
 
 def autocast(precision: str, device: torch.device):
@@ -117,10 +207,11 @@ def train(
     run_dir = Path(run_dir)
     prepare_run_dir(run_dir)
     start = time.perf_counter()
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    device = resolve_device(cfg.train.device)
-    seed_everything(cfg.train.seed)
+    t = cfg.train
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    device = resolve_device(t.device)
+    seed_everything(t.seed)
 
     splits = load_splits(cfg.data)
     for note in splits.notes:
@@ -156,84 +247,208 @@ def train(
 
     model = build_model(cfg.model, len(src_vocab), len(tgt_vocab)).to(device)
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"model: {n_params:,} parameters; device {device}; precision {cfg.train.precision}")
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
-    generator = torch.Generator().manual_seed(cfg.train.seed)
+    log(f"model: {n_params:,} parameters; device {device}; precision {t.precision}")
+    optimizer = make_optimizer(model, t)
+    generator = torch.Generator().manual_seed(t.seed)
+    by_tokens = t.batch_type == "tokens"
+    tokens_N = train_data.tgt_len_N if by_tokens else None
+    batches_per_epoch = len(
+        batch_order(
+            train_data.src_len_N, t.batch_size, True, t.bucketing, torch.Generator(), tokens_N
+        )
+    )
+    updates_per_epoch = math.ceil(batches_per_epoch / t.accumulate)
+    total_steps = min(t.max_steps or math.inf, t.epochs * updates_per_epoch)
+    stopper = EarlyStopping(t.early_stopping)
+    schedule = Schedule(optimizer, t.schedule, t.lr, int(total_steps), stopper.mode)
+    board = _tensorboard(run_dir)
+    detok = lambda ids: detokenize_chars(tgt_vocab.decode(ids))  # noqa: E731
 
     history: list[EpochRecord] = []
-    best = -1.0
     step = 0
-    stopped = False
-    metrics_path = run_dir / "metrics.jsonl"
-    for epoch in range(1, cfg.train.epochs + 1):
-        epoch_start = time.perf_counter()
+    stopped = stopped_early = False
+    since = {"time": time.perf_counter(), "loss": 0.0, "tokens": 0}
+
+    def validate(epoch: int) -> None:
+        nonlocal stopped_early
+        seconds = time.perf_counter() - since["time"]
+        scores = evaluate(model, dev_data, splits.dev, detok, cfg, device)
+        record = EpochRecord(
+            epoch=epoch,
+            step=step,
+            train_loss=since["loss"] / max(since["tokens"], 1),
+            dev_loss=scores.loss,
+            dev_exact_match=scores.exact_match,
+            dev_token_accuracy=scores.token_accuracy,
+            dev_bleu=scores.bleu,
+            dev_chrf=scores.chrf,
+            lr=schedule.lr,
+            epoch_seconds=seconds,
+            elapsed_seconds=time.perf_counter() - start,
+            train_tokens_per_second=since["tokens"] / max(seconds, 1e-9),
+        )
+        history.append(record)
+        _write_metrics(run_dir, record, board)
+        value = getattr(record, METRICS[t.early_stopping.metric])
+        improved = stopper.update(value)
+        schedule.after_validation(value)
+        info = {"epoch": epoch, "step": step, **{k: getattr(record, v) for k, v in METRICS.items()}}
+        save_checkpoint(run_dir / "last.safetensors", model, cfg, src_vocab, tgt_vocab, info)
+        if improved:
+            save_checkpoint(run_dir / "best.safetensors", model, cfg, src_vocab, tgt_vocab, info)
+        if t.keep_best > 1:
+            _keep_best(run_dir, model, cfg, src_vocab, tgt_vocab, info, value, stopper, t.keep_best)
+        where = f"epoch {epoch}/{t.epochs}" + (f" step {step}" if t.valid_every else "")
+        log(
+            f"{where}  train loss {record.train_loss:.4f}  dev loss {scores.loss:.4f}  "
+            f"dev exact match {100 * scores.exact_match:.2f}%"
+            + (f"  BLEU {scores.bleu:.2f}  chrF {scores.chrf:.2f}" if _is_text(cfg) else "")
+            + f"  ({seconds:.1f} s, {record.train_tokens_per_second:,.0f} target tok/s)"
+        )
+        for source, ref, hyp in _examples(splits.dev, scores.hyps, t.examples):
+            log(f"    {source!r} -> {hyp!r}" + ("" if hyp == ref else f"  (reference {ref!r})"))
+        _draw_curve(run_dir, history)
+        if stopper.should_stop:
+            stopped_early = True
         model.train()
-        loss_sum, token_sum = 0.0, 0
-        n_batches = math.ceil(len(train_data) / cfg.train.batch_size)
+        since.update(time=time.perf_counter(), loss=0.0, tokens=0)
+
+    for epoch in range(1, t.epochs + 1):
+        model.train()
+        batches = iterate_batches(train_data, t.batch_size, True, t.bucketing, generator, by_tokens)
         bar = tqdm(
-            iterate_batches(train_data, cfg.train.batch_size, True, cfg.train.bucketing, generator),
-            total=n_batches,
-            desc=f"epoch {epoch}/{cfg.train.epochs}",
+            grouped(batches, t.accumulate),
+            total=updates_per_epoch,
+            desc=f"epoch {epoch}/{t.epochs}",
             disable=not progress,
             leave=False,
             file=sys.stderr,
             mininterval=0.5,
         )
-        for batch in bar:
-            batch = batch.to(device)
-            with autocast(cfg.train.precision, device):
-                logits_BTV, _ = model(batch.src_BS, batch.src_len_B, batch.tgt_in_BT)
-            loss = loss_fn(logits_BTV, batch.tgt_out_BT)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.train.clip_grad_norm:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_grad_norm)
-            optimizer.step()
+        validated_at = -1
+        for group in bar:
+            loss_sum, n_tokens = accumulated_update(model, optimizer, group, t, device)
+            schedule.after_update()
             step += 1
-            n_tokens = batch.n_target_tokens
-            loss_sum += loss.item() * n_tokens
-            token_sum += n_tokens
+            since["loss"] += loss_sum
+            since["tokens"] += n_tokens
             if progress:
-                elapsed = time.perf_counter() - epoch_start
+                elapsed = time.perf_counter() - since["time"]
                 bar.set_postfix(
-                    loss=f"{loss_sum / token_sum:.4f}",
-                    tok_s=f"{token_sum / elapsed:,.0f}",
+                    loss=f"{since['loss'] / max(since['tokens'], 1):.4f}",
+                    tok_s=f"{since['tokens'] / max(elapsed, 1e-9):,.0f}",
+                    lr=f"{schedule.lr:.2e}",
                     refresh=False,
                 )
-            if cfg.train.max_seconds and time.perf_counter() - start >= cfg.train.max_seconds:
+            if t.max_seconds and time.perf_counter() - start >= t.max_seconds:
                 stopped = True
+            if t.max_steps and step >= t.max_steps:
+                stopped = True
+            if stopped or (t.valid_every and step % t.valid_every == 0):
+                validate(epoch)
+                validated_at = step
+            if stopped or stopped_early:
                 break
         bar.close()
-        epoch_seconds = time.perf_counter() - epoch_start
-        dev_loss, dev_em, dev_acc = evaluate(model, dev_data, splits.dev, tgt_vocab, cfg, device)
-        record = EpochRecord(
-            epoch=epoch,
-            step=step,
-            train_loss=loss_sum / max(token_sum, 1),
-            dev_loss=dev_loss,
-            dev_exact_match=dev_em,
-            dev_token_accuracy=dev_acc,
-            epoch_seconds=epoch_seconds,
-            elapsed_seconds=time.perf_counter() - start,
-            train_tokens_per_second=token_sum / epoch_seconds,
-        )
-        history.append(record)
-        with open(metrics_path, "a", encoding="utf-8") as out:
-            out.write(json.dumps(asdict(record)) + "\n")
-        info = {"epoch": epoch, "step": step, "dev_exact_match": dev_em, "dev_loss": dev_loss}
-        save_checkpoint(run_dir / "last.safetensors", model, cfg, src_vocab, tgt_vocab, info)
-        if dev_em > best:
-            best = dev_em
-            save_checkpoint(run_dir / "best.safetensors", model, cfg, src_vocab, tgt_vocab, info)
-        log(
-            f"epoch {epoch}/{cfg.train.epochs}  train loss {record.train_loss:.4f}  "
-            f"dev loss {dev_loss:.4f}  dev exact match {100 * dev_em:.2f}%  "
-            f"({epoch_seconds:.1f} s, {record.train_tokens_per_second:,.0f} target tok/s)"
-        )
+        if validated_at != step and not t.valid_every:
+            validate(epoch)
+        elif validated_at != step and t.valid_every and epoch == t.epochs:
+            validate(epoch)  # the last updates are validated too
         if stopped:
-            log(f"stopped at the wall-clock budget (train.max_seconds = {cfg.train.max_seconds})")
+            why = (
+                "train.max_steps"
+                if t.max_steps and step >= t.max_steps
+                else "the wall-clock budget"
+            )
+            log(f"stopped at {why} (step {step})")
             break
-    return TrainResult(run_dir, history, best, stopped, src_vocab, tgt_vocab, splits.test)
+        if stopped_early:
+            log(
+                f"stopped early: dev {t.early_stopping.metric} did not improve for "
+                f"{t.early_stopping.patience} validations (best {stopper.best:.4f})"
+            )
+            break
+    if board is not None:
+        board.close()
+    best_em = max((r.dev_exact_match for r in history), default=0.0)
+    return TrainResult(
+        run_dir, history, best_em, stopped, stopped_early, src_vocab, tgt_vocab, splits.test
+    )
+
+
+def _is_text(cfg: Config) -> bool:
+    """BLEU and chrF are printed for real data, not the toy tasks scored by exact match."""
+    return cfg.data.generate is None
+
+
+def _examples(pairs: list[Pair], hyps: list[str], k: int) -> list[tuple[str, str, str]]:
+    """The first k dev items with their outputs (the same ones at every validation)."""
+    return [(s, r, h) for (s, r), h in zip(pairs[:k], hyps[:k], strict=False)]
+
+
+def _write_metrics(run_dir: Path, record: EpochRecord, board) -> None:
+    """Append one record to metrics.jsonl and metrics.csv (and TensorBoard when present)."""
+    row = asdict(record)
+    with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as out:
+        out.write(json.dumps(row) + "\n")
+    csv_path = run_dir / "metrics.csv"
+    new = not csv_path.exists()
+    with open(csv_path, "a", encoding="utf-8", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+    if board is not None:
+        for key, value in row.items():
+            if key not in ("epoch", "step"):
+                board.add_scalar(key, value, record.step)
+        board.flush()
+
+
+def _tensorboard(run_dir: Path):
+    """A TensorBoard writer in run_dir/tensorboard when the tensorboard package is installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+def _draw_curve(run_dir: Path, history: list[EpochRecord]) -> None:
+    from jumok import plot
+
+    plot.learning_curve(run_dir / "learning_curve.png", [asdict(r) for r in history])
+
+
+def _keep_best(run_dir, model, cfg, src_vocab, tgt_vocab, info, value, stopper, k) -> None:
+    """Keep the k best validations as checkpoints/step-N.safetensors; delete the rest."""
+    folder = run_dir / "checkpoints"
+    folder.mkdir(exist_ok=True)
+    index_path = folder / "index.json"
+    kept = json.loads(index_path.read_text(encoding="utf-8")) if index_path.exists() else []
+    kept.append({"step": info["step"], "value": value})
+    reverse = stopper.mode == "max"
+    kept.sort(
+        key=lambda e: e["value"] if not math.isnan(e["value"]) else -math.inf, reverse=reverse
+    )
+    keep, drop = kept[:k], kept[k:]
+    if any(e["step"] == info["step"] for e in keep):
+        save_checkpoint(
+            folder / f"step-{info['step']}.safetensors", model, cfg, src_vocab, tgt_vocab, info
+        )
+    atomic_write_text(index_path, json.dumps(keep))
+    for e in drop:
+        (folder / f"step-{e['step']}.safetensors").unlink(missing_ok=True)
+
+
+@dataclass
+class DevScores:
+    loss: float
+    exact_match: float
+    token_accuracy: float
+    bleu: float
+    chrf: float
+    hyps: list[str]
 
 
 @torch.no_grad()
@@ -241,13 +456,13 @@ def evaluate(
     model: Seq2Seq,
     data: EncodedPairs,
     pairs: list[Pair],
-    tgt_vocab: Vocab,
+    detokenize: Callable[[list[int]], str],
     cfg: Config,
     device: torch.device,
-) -> tuple[float, float, float]:
-    """Teacher-forced loss, greedy exact match and token accuracy on a split."""
+) -> DevScores:
+    """Teacher-forced loss; greedy exact match, token accuracy, BLEU and chrF on a split."""
     if len(data) == 0:
-        return float("nan"), 0.0, 0.0
+        return DevScores(float("nan"), 0.0, 0.0, 0.0, 0.0, [])
     model.eval()
     loss_sum, token_sum = 0.0, 0
     hyps: list[str] = [""] * len(data)
@@ -255,18 +470,20 @@ def evaluate(
     for batch in iterate_batches(data, cfg.train.eval_batch_size, bucketing=True):
         batch = batch.to(device)
         logits_BTV, _ = model(batch.src_BS, batch.src_len_B, batch.tgt_in_BT)
-        n_tokens = batch.n_target_tokens
-        loss_sum += float(loss_fn(logits_BTV, batch.tgt_out_BT)) * n_tokens
-        token_sum += n_tokens
+        loss_sum += float(loss_fn(logits_BTV, batch.tgt_out_BT, reduction="sum"))
+        token_sum += batch.n_target_tokens
         for i, hyp in zip(
             batch.index_B.tolist(),
             greedy(model, batch.src_BS, batch.src_len_B, max_length),
             strict=True,
         ):
-            hyps[i] = detokenize_chars(tgt_vocab.decode(hyp.token_ids))
+            hyps[i] = detokenize(hyp.token_ids)
     refs = [t for _, t in pairs]
-    return (
-        loss_sum / token_sum,
-        exact_match(hyps, refs),
-        token_accuracy([list(h) for h in hyps], [list(r) for r in refs]),
+    return DevScores(
+        loss=loss_sum / token_sum,
+        exact_match=exact_match(hyps, refs),
+        token_accuracy=token_accuracy([list(h) for h in hyps], [list(r) for r in refs]),
+        bleu=bleu(hyps, refs),
+        chrf=chrf(hyps, refs),
+        hyps=hyps,
     )
