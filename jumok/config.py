@@ -61,21 +61,70 @@ class GenerateConfig(_Frozen):
         return self
 
 
+class TokenizerConfig(_Frozen):
+    """How text becomes tokens. The lecture's toy tasks are read character by character."""
+
+    kind: Literal["char", "word", "sentencepiece"] = Field(
+        "char",
+        description="'char' = one token per character (the book); 'word' = split on spaces "
+        "and punctuation; 'sentencepiece' = subwords trained by jumok on the training split at "
+        "the first run (model files kept in the run directory).",
+    )
+    joint: bool = Field(
+        True,
+        description="sentencepiece: one model for source and target (shared subwords); false = "
+        "one model per side.",
+    )
+    vocab_size: int = Field(8000, ge=16, description="sentencepiece: subword vocabulary size.")
+    model_type: Literal["bpe", "unigram"] = Field(
+        "bpe", description="sentencepiece: BPE (Sennrich et al.) or unigram LM (Kudo)."
+    )
+    character_coverage: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="sentencepiece: share of characters covered by the vocabulary (lower it, "
+        "e.g. 0.9995, for scripts with very many rare characters).",
+    )
+
+
 class DataConfig(_Frozen):
     """Where the sentence pairs come from and how they are turned into tokens."""
 
     generate: GenerateConfig | None = Field(
         None, description="Generate a toy task instead of reading files (see data.generate.*)."
     )
-    train: Path | None = Field(
-        None, description="Training pairs: a UTF-8 file with one 'source<TAB>target' per line."
+    train: Path | tuple[Path, Path] | None = Field(
+        None,
+        description="Training pairs: one UTF-8 file (TSV, CSV with a header, or JSONL; see "
+        "data.format), or a list of two parallel text files [source, target].",
     )
-    dev: Path | None = Field(
+    dev: Path | tuple[Path, Path] | None = Field(
         None,
         description="Validation pairs (same format). If absent, data.dev_size pairs are held out "
         "from data.train.",
     )
-    test: Path | None = Field(None, description="Test pairs (same format), optional.")
+    test: Path | tuple[Path, Path] | None = Field(
+        None, description="Test pairs (same format), optional."
+    )
+    format: Literal["auto", "tsv", "csv", "jsonl", "parallel"] = Field(
+        "auto",
+        description="File format; 'auto' goes by the extension (.csv, .jsonl/.json, else TSV) "
+        "and reads a list of two files as parallel text.",
+    )
+    source_field: str | int | None = Field(
+        None,
+        description="Which column/field holds the source: a TSV column number (default 0), a "
+        "CSV column name (default: the first column), a JSONL field name, dotted for nested "
+        "objects (default 'source').",
+    )
+    target_field: str | int | None = Field(
+        None,
+        description="Which column/field holds the target (defaults: TSV column 1, the second "
+        "CSV column, JSONL 'target').",
+    )
+    header: bool = Field(False, description="TSV: the first line is a header (skipped).")
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig, description="Tokenization.")
     dev_size: int = Field(
         1_000, ge=0, description="Pairs held out from data.train when data.dev is not given."
     )
@@ -495,7 +544,11 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     updates = {}
     for name in ("train", "dev", "test"):
         value = getattr(data, name)
-        if value is not None and not value.is_absolute():
+        if isinstance(value, tuple):
+            resolved = tuple(v if v.is_absolute() else (base / v).resolve() for v in value)
+            if resolved != value:
+                updates[name] = resolved
+        elif value is not None and not value.is_absolute():
             updates[name] = (base / value).resolve()
     if not updates:
         return config

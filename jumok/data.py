@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from jumok import synthetic
+from jumok import readers, synthetic
 from jumok.config import DataConfig
-from jumok.errors import DataError
+from jumok.errors import ConfigError, DataError
 from jumok.vocab import BOS_ID, EOS_ID, PAD_ID, Vocab, tokenize_chars
 
 Pair = tuple[str, str]
@@ -93,6 +93,73 @@ class Splits:
     notes: list[str] = field(default_factory=list)
 
 
+def input_format(cfg: DataConfig, path: Path | tuple[Path, Path]) -> str:
+    """The reader for ``path``: ``data.format``, or guessed from the extension."""
+    if isinstance(path, tuple):
+        if cfg.format not in ("auto", "parallel"):
+            raise ConfigError(
+                f"data: a list of two files is parallel text, but data.format is {cfg.format!r}; "
+                "set data.format: parallel (or auto), or give one file"
+            )
+        return "parallel"
+    if cfg.format == "parallel":
+        raise ConfigError(
+            f"data.format 'parallel' needs a list of two files [source, target], got {path}"
+        )
+    if cfg.format != "auto":
+        return cfg.format
+    suffix = path.suffix.lower()
+    return {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}.get(suffix, "tsv")
+
+
+def read_split(cfg: DataConfig, path: Path | tuple[Path, Path], notes: list[str]) -> list[Pair]:
+    """Read one split with the reader ``data.format`` names; what was dropped goes to ``notes``."""
+    kind = input_format(cfg, path)
+    src, tgt = cfg.source_field, cfg.target_field
+    if kind == "parallel":
+        pairs, report = readers.read_parallel(*path)
+    elif kind == "tsv":
+        pairs, report = readers.read_tsv(
+            path, _column(src, 0, "source_field"), _column(tgt, 1, "target_field"), cfg.header
+        )
+    elif kind == "csv":
+        if src is None or tgt is None:
+            names = _csv_header(path)
+            src = names[0] if src is None else src
+            tgt = names[1] if tgt is None and len(names) > 1 else tgt
+        pairs, report = readers.read_csv(path, str(src), str(tgt))
+    else:
+        pairs, report = readers.read_jsonl(
+            path, str(src if src is not None else "source"), str(tgt or "target")
+        )
+    if report.dropped:
+        notes.append(report.describe())
+    return pairs
+
+
+def _column(value: str | int | None, default: int, field: str) -> int:
+    if value is None:
+        return default
+    if isinstance(value, int) or str(value).isdigit():
+        return int(value)
+    raise ConfigError(
+        f"data.{field}: TSV columns are chosen by number (0 = first), got {value!r}; for named "
+        "columns use a CSV file with a header"
+    )
+
+
+def _csv_header(path: Path) -> list[str]:
+    import csv
+
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            return next(csv.reader(f), [])
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}:1: not valid UTF-8") from None
+
+
 def load_splits(cfg: DataConfig) -> Splits:
     """Generate or read the train/dev/test pairs named by ``cfg``.
 
@@ -110,10 +177,11 @@ def load_splits(cfg: DataConfig) -> Splits:
         )
         return splits
     assert cfg.train is not None  # guaranteed by DataConfig's validator
-    train = read_pairs(cfg.train)
-    test = read_pairs(cfg.test) if cfg.test else []
+    notes: list[str] = []
+    train = read_split(cfg, cfg.train, notes)
+    test = read_split(cfg, cfg.test, notes) if cfg.test else []
     if cfg.dev is not None:
-        dev = read_pairs(cfg.dev)
+        dev = read_split(cfg, cfg.dev, notes)
     else:
         distinct = list(dict.fromkeys(train))
         parts = synthetic.split(distinct, cfg.dev_size, 0, cfg.split_seed)
@@ -126,6 +194,7 @@ def load_splits(cfg: DataConfig) -> Splits:
         dev_set = set(dev)
         train = [p for p in train if p not in dev_set]
     splits = Splits(train, dev, test)
+    splits.notes.extend(notes)
     if cfg.dev is None:
         splits.notes.append(f"held out {len(dev)} distinct train pairs as dev (data.dev_size)")
     held_out = set(dev) | set(test)

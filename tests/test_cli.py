@@ -86,7 +86,10 @@ def test_unknown_characters_are_counted_in_a_warning(run_dir):
             ["train", "{tmp}/bad.yaml"],
             r"bad\.yaml: train\.epoch: unknown field \(did you mean epochs\?\)",
         ),
-        (["train", "{tmp}/pairs.yaml"], r"pairs\.tsv:2: expected source<TAB>target, found no tab"),
+        (
+            ["train", "{tmp}/pairs.yaml"],
+            r"pairs\.tsv:2: found 1 tab-separated column; expected at least 2",
+        ),
         (["train", "{root}/examples/date.yaml", "--run-dir", "{run}"], r"already holds a run"),
     ],
 )

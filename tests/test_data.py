@@ -162,3 +162,56 @@ def test_tokens_per_batch_count_matches_lengths():
     for batch in iterate_batches(data, 4):
         counts["tokens"] += batch.n_target_tokens
     assert counts["tokens"] == 3 * (2 + 3)
+
+
+def test_config_reads_csv_parallel_and_jsonl_with_chosen_fields(tmp_path):
+    from jumok.config import validate
+    from jumok.data import load_splits
+
+    (tmp_path / "qa.csv").write_text(
+        'Q,A,label\n안녕,반가워요,0\n뭐 해?,"쉬어요, 그냥",0\n', encoding="utf-8"
+    )
+    (tmp_path / "a.ko").write_text("안녕\n고마워\n", encoding="utf-8")
+    (tmp_path / "a.en").write_text("hi\nthanks\n", encoding="utf-8")
+    (tmp_path / "p.jsonl").write_text(
+        '{"translation": {"ko": "네", "en": "yes"}}\n', encoding="utf-8"
+    )
+    cases = [
+        ({"train": str(tmp_path / "qa.csv")}, ("뭐 해?", "쉬어요, 그냥")),
+        (
+            {"train": str(tmp_path / "qa.csv"), "source_field": "A", "target_field": "Q"},
+            ("쉬어요, 그냥", "뭐 해?"),
+        ),
+        ({"train": [str(tmp_path / "a.ko"), str(tmp_path / "a.en")]}, ("고마워", "thanks")),
+        (
+            {
+                "train": str(tmp_path / "p.jsonl"),
+                "source_field": "translation.ko",
+                "target_field": "translation.en",
+            },
+            ("네", "yes"),
+        ),
+    ]
+    for data, expected in cases:
+        cfg = validate({"data": {**data, "dev_size": 0}}, "test", [])
+        assert expected in load_splits(cfg.data).train
+
+
+def test_format_mismatch_and_tsv_names_are_config_errors(tmp_path):
+    from jumok.config import validate
+    from jumok.data import load_splits
+    from jumok.errors import ConfigError
+
+    (tmp_path / "a.tsv").write_text("a\tb\n", encoding="utf-8")
+    bad = [
+        (
+            {"train": [str(tmp_path / "a.tsv"), str(tmp_path / "a.tsv")], "format": "csv"},
+            "parallel",
+        ),
+        ({"train": str(tmp_path / "a.tsv"), "format": "parallel"}, "list of two files"),
+        ({"train": str(tmp_path / "a.tsv"), "source_field": "Q"}, "data.source_field"),
+    ]
+    for data, message in bad:
+        cfg = validate({"data": {**data, "dev_size": 0}}, "test", [])
+        with pytest.raises(ConfigError, match=message):
+            load_splits(cfg.data)
