@@ -9,10 +9,11 @@ half-written one.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ class Checkpoint:
     src_vocab: Vocab
     tgt_vocab: Vocab
     info: dict[str, Any]
+    files: dict[str, bytes] = field(default_factory=dict)
 
 
 def atomic_write_bytes(path: str | Path, payload: bytes) -> None:
@@ -80,8 +82,12 @@ def save_checkpoint(
     src_vocab: Vocab,
     tgt_vocab: Vocab,
     info: dict[str, Any] | None = None,
+    files: dict[str, bytes] | None = None,
 ) -> None:
-    """Write weights, config and vocabularies to one safetensors file, atomically."""
+    """Write weights, config, vocabularies (and tokenizer model ``files``) to one file, atomically.
+
+    The checkpoint is self-contained: a SentencePiece model travels inside it.
+    """
     # Contiguous CPU copies: safetensors needs them, and a wrapper prefix never reaches disk
     # because the caller passes the plain module.
     tensors, aliases = {}, {}
@@ -103,6 +109,9 @@ def save_checkpoint(
         "tgt_vocab": tgt_vocab.to_json(),
         "info": json.dumps(info or {}),
         "aliases": json.dumps(aliases),
+        "files": json.dumps(
+            {k: base64.b64encode(v).decode("ascii") for k, v in (files or {}).items()}
+        ),
     }
     atomic_write_bytes(path, st_save(tensors, metadata=metadata))
 
@@ -143,6 +152,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         src_vocab=Vocab.from_json(metadata["src_vocab"]),
         tgt_vocab=Vocab.from_json(metadata["tgt_vocab"]),
         info=json.loads(metadata.get("info", "{}")),
+        files={k: base64.b64decode(v) for k, v in json.loads(metadata.get("files", "{}")).items()},
     )
 
 

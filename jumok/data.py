@@ -8,7 +8,7 @@ Shapes: ``B`` batch, ``S`` source length, ``T`` target length (see ``attention.p
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -228,12 +228,15 @@ class EncodedPairs:
 
 
 def encode_sources(
-    texts: Sequence[str], vocab: Vocab, reverse: bool
+    texts: Sequence[str],
+    vocab: Vocab,
+    reverse: bool,
+    tokenize: Callable[[str], list[str]] = tokenize_chars,
 ) -> tuple[list[list[int]], int]:
     """Tokenize and encode source texts; returns ids per text and the count of unknown tokens."""
     ids, unknown = [], 0
     for text in texts:
-        encoded = vocab.encode(tokenize_chars(text))
+        encoded = vocab.encode(tokenize(text))
         unknown += encoded.unknown
         ids.append(encoded.ids[::-1] if reverse else encoded.ids)
     return ids, unknown
@@ -255,12 +258,14 @@ def encode_pairs(
     reverse_source: bool,
     max_source_length: int | None = None,
     max_target_length: int | None = None,
+    tokenize_source: Callable[[str], list[str]] = tokenize_chars,
+    tokenize_target: Callable[[str], list[str]] = tokenize_chars,
 ) -> EncodedPairs:
-    """Encode pairs; those over the length limits are dropped and counted in ``dropped``."""
+    """Encode pairs; those over the length limits (in tokens) are dropped and counted."""
     src_rows, tgt_rows, dropped = [], [], 0
     for source, target in pairs:
-        src = src_vocab.encode(tokenize_chars(source)).ids
-        tgt = tgt_vocab.encode(tokenize_chars(target)).ids
+        src = src_vocab.encode(tokenize_source(source)).ids
+        tgt = tgt_vocab.encode(tokenize_target(target)).ids
         too_long = (max_source_length and len(src) > max_source_length) or (
             max_target_length and len(tgt) > max_target_length
         )

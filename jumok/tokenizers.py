@@ -272,3 +272,22 @@ def make_tokenizers(
         shared = load_or_train(names[0], itertools.chain(sources, targets))
         return shared, shared
     return load_or_train(names[0], sources), load_or_train(names[1], targets)
+
+
+def tokenizers_from_files(
+    kind: str, joint: bool, files: dict[str, bytes], where: str = "checkpoint"
+) -> tuple[Tokenizer, Tokenizer]:
+    """The tokenizers of a run rebuilt from its model files' bytes (as stored in a checkpoint)."""
+    if kind == "char":
+        return CharTokenizer(), CharTokenizer()
+    if kind == "word":
+        return WordTokenizer(), WordTokenizer()
+    names = tokenizer_files(kind, joint)
+    missing = [n for n in names if n not in files]
+    if missing:
+        raise DataError(f"{where}: SentencePiece model {', '.join(missing)} missing")
+    models = [
+        SentencePieceTokenizer(_processor(Path(where) / n, files[n]), Path(where) / n)
+        for n in names
+    ]
+    return (models[0], models[0]) if joint else (models[0], models[1])

@@ -51,7 +51,8 @@ from jumok.metrics import bleu, chrf, exact_match, token_accuracy
 from jumok.model import Seq2Seq, build_model
 from jumok.schedules import EarlyStopping, Schedule
 from jumok.search import greedy
-from jumok.vocab import PAD_ID, Vocab, detokenize_chars, tokenize_chars
+from jumok.tokenizers import make_tokenizers, tokenizer_files
+from jumok.vocab import PAD_ID, Vocab
 
 RUN_MARKERS = ("config.yaml", "metrics.jsonl", "best.safetensors", "last.safetensors")
 METRICS = {
@@ -216,8 +217,21 @@ def train(
     splits = load_splits(cfg.data)
     for note in splits.notes:
         log(note)
-    src_vocab = Vocab.build(tokenize_chars(s) for s, _ in splits.train)
-    tgt_vocab = Vocab.build(tokenize_chars(t) for _, t in splits.train)
+    tk = cfg.data.tokenizer
+    src_tok, tgt_tok = make_tokenizers(
+        tk.kind,
+        splits.train,
+        run_dir,
+        joint=tk.joint,
+        vocab_size=tk.vocab_size,
+        model_type=tk.model_type,
+        seed=t.seed,
+    )
+    files = {n: (run_dir / n).read_bytes() for n in tokenizer_files(tk.kind, tk.joint)}
+    if files:
+        log(f"tokenizer: {tk.kind} ({'joint' if tk.joint else 'separate'}) -> {', '.join(files)}")
+    src_vocab = Vocab.build(src_tok.tokenize(s) for s, _ in splits.train)
+    tgt_vocab = Vocab.build(tgt_tok.tokenize(t) for _, t in splits.train)
     atomic_write_text(run_dir / "config.yaml", config_to_yaml(cfg))
     atomic_write_text(
         run_dir / "vocab.json",
@@ -236,13 +250,22 @@ def train(
         d.reverse_source,
         d.max_source_length,
         d.max_target_length,
+        src_tok.tokenize,
+        tgt_tok.tokenize,
     )
     if train_data.dropped:
         log(
             f"dropped {train_data.dropped} train pairs longer than data.max_source_length "
             f"({d.max_source_length}) or data.max_target_length ({d.max_target_length})"
         )
-    dev_data = encode_pairs(splits.dev, src_vocab, tgt_vocab, d.reverse_source)
+    dev_data = encode_pairs(
+        splits.dev,
+        src_vocab,
+        tgt_vocab,
+        d.reverse_source,
+        tokenize_source=src_tok.tokenize,
+        tokenize_target=tgt_tok.tokenize,
+    )
     log(f"vocabulary: {len(src_vocab)} source, {len(tgt_vocab)} target tokens (4 special)")
 
     model = build_model(cfg.model, len(src_vocab), len(tgt_vocab)).to(device)
@@ -262,7 +285,7 @@ def train(
     stopper = EarlyStopping(t.early_stopping)
     schedule = Schedule(optimizer, t.schedule, t.lr, int(total_steps), stopper.mode)
     board = _tensorboard(run_dir)
-    detok = lambda ids: detokenize_chars(tgt_vocab.decode(ids))  # noqa: E731
+    detok = lambda ids: tgt_tok.detokenize(tgt_vocab.decode(ids))  # noqa: E731
 
     history: list[EpochRecord] = []
     step = 0
@@ -293,11 +316,13 @@ def train(
         improved = stopper.update(value)
         schedule.after_validation(value)
         info = {"epoch": epoch, "step": step, **{k: getattr(record, v) for k, v in METRICS.items()}}
-        save_checkpoint(run_dir / "last.safetensors", model, cfg, src_vocab, tgt_vocab, info)
+        save_checkpoint(run_dir / "last.safetensors", model, cfg, src_vocab, tgt_vocab, info, files)
         if improved:
-            save_checkpoint(run_dir / "best.safetensors", model, cfg, src_vocab, tgt_vocab, info)
+            save_checkpoint(
+                run_dir / "best.safetensors", model, cfg, src_vocab, tgt_vocab, info, files
+            )
         if t.keep_best > 1:
-            _keep_best(run_dir, model, cfg, src_vocab, tgt_vocab, info, value, stopper, t.keep_best)
+            _keep_best(run_dir, model, cfg, (src_vocab, tgt_vocab, files), info, value, stopper)
         where = f"epoch {epoch}/{t.epochs}" + (f" step {step}" if t.valid_every else "")
         log(
             f"{where}  train loss {record.train_loss:.4f}  dev loss {scores.loss:.4f}  "
@@ -420,8 +445,10 @@ def _draw_curve(run_dir: Path, history: list[EpochRecord]) -> None:
     plot.learning_curve(run_dir / "learning_curve.png", [asdict(r) for r in history])
 
 
-def _keep_best(run_dir, model, cfg, src_vocab, tgt_vocab, info, value, stopper, k) -> None:
+def _keep_best(run_dir, model, cfg, vocabs_and_files, info, value, stopper) -> None:
     """Keep the k best validations as checkpoints/step-N.safetensors; delete the rest."""
+    k = cfg.train.keep_best
+    src_vocab, tgt_vocab, files = vocabs_and_files
     folder = run_dir / "checkpoints"
     folder.mkdir(exist_ok=True)
     index_path = folder / "index.json"
@@ -434,7 +461,13 @@ def _keep_best(run_dir, model, cfg, src_vocab, tgt_vocab, info, value, stopper, 
     keep, drop = kept[:k], kept[k:]
     if any(e["step"] == info["step"] for e in keep):
         save_checkpoint(
-            folder / f"step-{info['step']}.safetensors", model, cfg, src_vocab, tgt_vocab, info
+            folder / f"step-{info['step']}.safetensors",
+            model,
+            cfg,
+            src_vocab,
+            tgt_vocab,
+            info,
+            files,
         )
     atomic_write_text(index_path, json.dumps(keep))
     for e in drop:

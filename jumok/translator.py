@@ -23,7 +23,8 @@ from jumok.diagnostics import AttentionDiagnostics, diagnose
 from jumok.errors import DataError, RunDirError
 from jumok.model import Seq2Seq, build_model
 from jumok.search import greedy
-from jumok.vocab import UNK_ID, Vocab, detokenize_chars, tokenize_chars
+from jumok.tokenizers import CharTokenizer, Tokenizer, tokenizers_from_files
+from jumok.vocab import UNK_ID, Vocab
 
 
 class UnknownTokenWarning(UserWarning):
@@ -94,12 +95,14 @@ class Translator:
         src_vocab: Vocab,
         tgt_vocab: Vocab,
         device: str | torch.device = "cpu",
+        tokenizers: tuple[Tokenizer, Tokenizer] | None = None,
     ):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.config = config
         self.src_vocab = src_vocab
         self.tgt_vocab = tgt_vocab
+        self.src_tok, self.tgt_tok = tokenizers or (CharTokenizer(), CharTokenizer())
 
     @classmethod
     def from_checkpoint(cls, ckpt: Checkpoint, device: str | torch.device = "cpu") -> Translator:
@@ -108,7 +111,9 @@ class Translator:
             model.load_state_dict(ckpt.state_dict)
         except RuntimeError as err:
             raise RunDirError(f"checkpoint weights do not fit its own config: {err}") from None
-        return cls(model, ckpt.config, ckpt.src_vocab, ckpt.tgt_vocab, device)
+        tk = ckpt.config.data.tokenizer
+        tokenizers = tokenizers_from_files(tk.kind, tk.joint, ckpt.files)
+        return cls(model, ckpt.config, ckpt.src_vocab, ckpt.tgt_vocab, device, tokenizers)
 
     def translate(
         self, texts: Sequence[str], max_length: int | None = None, batch_size: int | None = None
@@ -123,7 +128,7 @@ class Translator:
         max_length = max_length or self.config.decode.max_length
         batch_size = batch_size or self.config.decode.batch_size
         reverse = self.config.data.reverse_source
-        src_tokens = [tokenize_chars(t) for t in texts]
+        src_tokens = [self.src_tok.tokenize(t) for t in texts]
         for number, tokens in enumerate(src_tokens, start=1):
             if not tokens:
                 raise DataError(
@@ -147,7 +152,7 @@ class Translator:
                 tokens = self.tgt_vocab.decode(hyp.token_ids)
                 results[i] = Translation(
                     source=texts[i],
-                    text=detokenize_chars(tokens),
+                    text=self.tgt_tok.detokenize(tokens),
                     score=hyp.score,
                     tokens=tokens,
                     token_logprobs=hyp.token_logprobs,

@@ -1,0 +1,44 @@
+"""Word and SentencePiece tokenization through train, checkpoint and translate."""
+
+from __future__ import annotations
+
+import pytest
+from test_train import QUIET
+
+import jumok
+from jumok.config import validate
+from jumok.synthetic import generate
+from jumok.train import train
+
+
+@pytest.mark.parametrize(
+    ("tokenizer", "files"),
+    [
+        ({"kind": "word"}, []),
+        ({"kind": "sentencepiece", "vocab_size": 150}, ["spm.model"]),
+        (
+            {"kind": "sentencepiece", "vocab_size": 150, "joint": False, "model_type": "unigram"},
+            ["spm.source.model", "spm.target.model"],
+        ),
+    ],
+)
+def test_tokenizers_train_translate_and_travel_in_the_checkpoint(tmp_path, tokenizer, files):
+    pairs = generate("date", 600, seed=2)
+    (tmp_path / "pairs.tsv").write_text("".join(f"{s}\t{t}\n" for s, t in pairs), "utf-8")
+    cfg = validate(
+        {
+            "data": {"train": str(tmp_path / "pairs.tsv"), "dev_size": 50, "tokenizer": tokenizer},
+            "model": {"encoder": {"hidden_size": 16}, "decoder": {"hidden_size": 16}},
+            "train": {"epochs": 1, "batch_size": 64},
+        },
+        "test",
+        [],
+    )
+    train(cfg, tmp_path / "run", **QUIET)
+    assert sorted(p.name for p in (tmp_path / "run").glob("spm*.model")) == sorted(files)
+    for name in files:  # the checkpoint carries the model: the run dir's copy is not needed
+        (tmp_path / "run" / name).unlink()
+    [result] = jumok.load(tmp_path / "run").translate(["september 27, 1994"])
+    assert isinstance(result.text, str)
+    assert len(result.source_tokens) < len("september 27, 1994")  # words or pieces, not chars
+    assert len(result.attention[0]) == len(result.source_tokens)
