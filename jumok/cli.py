@@ -111,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", type=Path, help="output directory (default: ladder-runs/TASK-TIMESTAMP)"
     )
+    p.add_argument(
+        "--book-data",
+        type=Path,
+        metavar="DIR",
+        help="train on the book's own TASK.txt from DIR (its fixed-width date.txt or "
+        "addition.txt) instead of generated data",
+    )
     p.set_defaults(func=cmd_ladder)
     return parser
 
@@ -205,7 +212,7 @@ def cmd_ladder(args: argparse.Namespace) -> int:
 
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or Path("ladder-runs") / f"{args.task}-{stamp}"
-    run_ladder(args.task, out, epochs=args.epochs, quick=args.quick)
+    run_ladder(args.task, out, epochs=args.epochs, quick=args.quick, book_data=args.book_data)
     return 0
 
 

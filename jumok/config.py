@@ -107,10 +107,11 @@ class DataConfig(_Frozen):
     test: Path | tuple[Path, Path] | None = Field(
         None, description="Test pairs (same format), optional."
     )
-    format: Literal["auto", "tsv", "csv", "jsonl", "parallel"] = Field(
+    format: Literal["auto", "tsv", "csv", "jsonl", "parallel", "dlfs2"] = Field(
         "auto",
         description="File format; 'auto' goes by the extension (.csv, .jsonl/.json, else TSV) "
-        "and reads a list of two files as parallel text.",
+        "and reads a list of two files as parallel text. 'dlfs2' reads the book's fixed-width "
+        "date.txt/addition.txt ('16+75  _91  ').",
     )
     source_field: str | int | None = Field(
         None,

@@ -118,6 +118,8 @@ def read_split(cfg: DataConfig, path: Path | tuple[Path, Path], notes: list[str]
     src, tgt = cfg.source_field, cfg.target_field
     if kind == "parallel":
         pairs, report = readers.read_parallel(*path)
+    elif kind == "dlfs2":
+        pairs, report = readers.read_dlfs2(path)
     elif kind == "tsv":
         pairs, report = readers.read_tsv(
             path, _column(src, 0, "source_field"), _column(tgt, 1, "target_field"), cfg.header

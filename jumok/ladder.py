@@ -16,10 +16,12 @@ from pathlib import Path
 
 from jumok.checkpoint import atomic_write_text
 from jumok.config import Config, apply_overrides, validate
-from jumok.data import read_pairs
+from jumok.data import read_pairs, write_pairs
 from jumok.diagnostics import summarize
 from jumok.errors import RunDirError
 from jumok.metrics import exact_match
+from jumok.readers import read_dlfs2
+from jumok.synthetic import split
 from jumok.train import train
 from jumok.translator import load
 
@@ -46,20 +48,34 @@ TASKS: dict[str, dict[str, object]] = {
 QUICK = {"size": 1200, "dev_size": 100, "test_size": 100, "hidden": 32}
 
 
-def rung_config(task: str, overrides: dict[str, object], epochs: int, quick: bool) -> Config:
+def rung_config(
+    task: str,
+    overrides: dict[str, object],
+    epochs: int,
+    quick: bool,
+    data_dir: Path | None = None,
+) -> Config:
+    """The config of one rung: the book's settings plus the rung's ``overrides``.
+
+    Args:
+        data_dir: a folder with train/dev/test.tsv to read instead of generating the task.
+    """
     spec = TASKS[task]
     hidden = QUICK["hidden"] if quick else spec["hidden"]
-    raw: dict = {
-        "data": {
+    if data_dir is None:
+        data: dict = {
             "generate": {
                 "task": task,
                 "size": QUICK["size"] if quick else 50_000,
                 "dev_size": QUICK["dev_size"] if quick else 1_000,
                 "test_size": QUICK["test_size"] if quick else 5_000,
                 "seed": 0,
-            },
-            "reverse_source": True,
-        },
+            }
+        }
+    else:
+        data = {name: str(data_dir / f"{name}.tsv") for name in ("train", "dev", "test")}
+    raw: dict = {
+        "data": {**data, "reverse_source": True},
         # The book's model exactly: its initial weights and its decoder start (h only, c = 0).
         "model": {
             "encoder": {"embedding_size": 16, "hidden_size": hidden},
@@ -97,8 +113,15 @@ def run_ladder(
     epochs: int | None = None,
     quick: bool = False,
     log: Callable[[str], None] = print,
+    book_data: Path | None = None,
 ) -> dict:
-    """Train every rung and write ladder.json, ladder.md, ladder.png and attention.png."""
+    """Train every rung and write ladder.json, ladder.md, ladder.png and attention.png.
+
+    Args:
+        book_data: the folder of the book's ``date.txt`` / ``addition.txt``: the rungs then train
+            on the book's own file (split into 1,000 dev and 5,000 test pairs, distinct by source
+            and never in train) instead of generated data.
+    """
     if task not in TASKS:
         raise RunDirError(f"--task: expected one of {', '.join(TASKS)}, got {task!r}")
     if out.exists() and any(out.iterdir()):
@@ -108,9 +131,15 @@ def run_ladder(
     out.mkdir(parents=True, exist_ok=True)
     epochs = epochs or (2 if quick else int(TASKS[task]["epochs"]))
     started = time.perf_counter()
+    data_dir, source = None, "generated"
+    if book_data is not None:
+        sizes = (QUICK["dev_size"], QUICK["test_size"]) if quick else (1_000, 5_000)
+        data_dir, source = _split_book_file(
+            Path(book_data) / f"{task}.txt", out / "data", sizes, log
+        )
     rungs = []
     for index, (name, overrides) in enumerate(RUNGS, start=1):
-        cfg = rung_config(task, overrides, epochs, quick)
+        cfg = rung_config(task, overrides, epochs, quick, data_dir)
         log(f"\n== rung {index}/{len(RUNGS)}: {name} ==")
         run_dir = out / "runs" / f"{index}-{name.replace(' + ', '-').replace(' ', '-')}"
         result = train(cfg, run_dir, log=log, progress=False)
@@ -126,6 +155,7 @@ def run_ladder(
         rungs.append({**rung, **score_rung(run_dir, result.test_pairs)})
     summary = {
         "task": task,
+        "data": source,
         "epochs": epochs,
         "quick": quick,
         "rungs": rungs,
@@ -154,10 +184,29 @@ def refresh_report(out: Path) -> dict:
     """
     summary = json.loads((out / "ladder.json").read_text(encoding="utf-8"))
     for rung in summary["rungs"]:
-        test = read_pairs(Path(rung["run_dir"]) / "data" / "test.tsv")
+        test_file = rung["config"]["data"].get("test") or Path(rung["run_dir"]) / "data/test.tsv"
+        test = read_pairs(test_file)
         rung.update(score_rung(rung["run_dir"], test))
     write_report(out, summary)
     return summary
+
+
+def _split_book_file(
+    path: Path, out: Path, sizes: tuple[int, int], log: Callable[[str], None]
+) -> tuple[Path, str]:
+    """Split the book's file into out/{train,dev,test}.tsv, distinct by source, leak-free."""
+    pairs, report = read_dlfs2(path)
+    distinct = list({s: (s, t) for s, t in pairs}.values())
+    parts = split(distinct, sizes[0], sizes[1], seed=0)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, items in parts.items():
+        write_pairs(out / f"{name}.tsv", items)
+    note = (
+        f"the book's {path.name}: {report.rows} lines, {len(distinct)} distinct sources -> "
+        f"{len(parts['train'])} train, {len(parts['dev'])} dev, {len(parts['test'])} test"
+    )
+    log(note)
+    return out, note
 
 
 def write_report(out: Path, summary: dict) -> None:
@@ -172,6 +221,8 @@ def ladder_table(summary: dict) -> str:
     lines = [
         f"# The ladder on the {summary['task']} task ({summary['epochs']} epochs"
         f"{', quick preset' if summary['quick'] else ''})",
+        "",
+        f"Data: {summary.get('data', 'generated')}.",
         "",
         "| rung | dev exact match per epoch (%) | best | final | test | book | s/epoch "
         "| entropy | monotonic | last-token share |",

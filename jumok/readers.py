@@ -35,7 +35,7 @@ from jumok.errors import DataError
 Pair = tuple[str, str]
 T = TypeVar("T")
 
-READER_KINDS = ("tsv", "csv", "parallel", "jsonl")
+READER_KINDS = ("tsv", "csv", "parallel", "jsonl", "dlfs2")
 EMPTY_SIDE = "empty source or target"
 BLANK_LINE = "blank line"
 _BOM = b"\xef\xbb\xbf"
@@ -438,12 +438,45 @@ def read_jsonl(path: str | Path, source: str, target: str) -> tuple[list[Pair], 
     return list(stream), stream.report
 
 
+# --------------------------------------------------------------------------------------- dlfs2
+def _dlfs2_rows(path: Path) -> Iterator[Pair | None]:
+    for number, line in _lines(path):
+        if not line.strip():
+            yield None
+            continue
+        source, sep, target = line.partition("_")
+        if not sep:
+            raise DataError(
+                f"{path}:{number}: no '_' between source and target; expected the book's "
+                f"fixed-width 'source   _target' lines: {_clip(line)!r}"
+            )
+        yield source, target
+
+
+def _stream_dlfs2(path: str | Path) -> PairStream:
+    path = Path(path)
+    _require_file(path)
+    return PairStream(_dlfs2_rows(path), ReadReport(str(path)))
+
+
+def read_dlfs2(path: str | Path) -> tuple[list[Pair], ReadReport]:
+    """Read the book's toy data (``date.txt``, ``addition.txt`` of Deep Learning from Scratch 2).
+
+    Each line is the source padded with spaces to a fixed width, ``_``, and the target padded the
+    same way: ``16+75  _91  ``. The padding is stripped (jumok masks padding instead of reading
+    it); the first ``_`` separates the two sides.
+    """
+    stream = _stream_dlfs2(path)
+    return list(stream), stream.report
+
+
 # ------------------------------------------------------------------------------------ dispatch
 _STREAMS: dict[str, Callable[..., PairStream]] = {
     "tsv": _stream_tsv,
     "csv": _stream_csv,
     "parallel": _stream_parallel,
     "jsonl": _stream_jsonl,
+    "dlfs2": _stream_dlfs2,
 }
 
 

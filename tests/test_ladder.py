@@ -47,3 +47,27 @@ def test_rungs_follow_the_books_argument():
     assert [c.data.reverse_source for c in configs] == [False, True, True, True, True, True]
     assert [c.model.decoder.peeky for c in configs] == [False, False, True, False, False, False]
     assert all(c.model.encoder.hidden_size == 128 and c.train.epochs == 25 for c in configs)
+
+
+def test_ladder_reads_the_books_own_file(tmp_path):
+    import random
+
+    from jumok.ladder import run_ladder
+
+    rng = random.Random(0)
+    lines = []
+    for _ in range(1300):
+        a, b = rng.randint(0, 999), rng.randint(0, 999)
+        lines.append(f"{f'{a}+{b}':<7}_{a + b:<4}\n")
+    (tmp_path / "addition.txt").write_text("".join(lines), encoding="utf-8")
+    out = tmp_path / "ladder"
+    summary = run_ladder(
+        "addition", out, epochs=1, quick=True, log=lambda _: None, book_data=tmp_path
+    )
+    assert summary["data"].startswith("the book's addition.txt: 1300 lines")
+    train = (out / "data" / "train.tsv").read_text(encoding="utf-8").splitlines()
+    test = (out / "data" / "test.tsv").read_text(encoding="utf-8").splitlines()
+    assert len(test) == 100 and not {r.split("\t")[0] for r in train} & {
+        r.split("\t")[0] for r in test
+    }
+    assert "Data: the book's addition.txt" in (out / "ladder.md").read_text(encoding="utf-8")

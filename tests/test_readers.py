@@ -364,3 +364,15 @@ def test_tatoeba_ko_en_and_en_fr():
     dev, _ = read_parallel(en_fr / "dev.en", en_fr / "dev.fr")
     dev_lines = [int(n) for n in (en_fr / "dev.lines").read_text().split()]
     assert dev == [whole[n - 1] for n in dev_lines]
+
+
+def test_dlfs2_fixed_width_lines_are_stripped(tmp_path):
+    from jumok.readers import read_dlfs2
+
+    path = tmp_path / "addition.txt"
+    path.write_text("16+75  _91  \n52+607 _659 \nno separator\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"addition\.txt:3: no '_' between source and target"):
+        read_dlfs2(path)
+    path.write_text("16+75  _91  \n52+607 _659 \n", encoding="utf-8")
+    pairs, report = read_dlfs2(path)
+    assert pairs == [("16+75", "91"), ("52+607", "659")] and report.rows == 2
