@@ -1,7 +1,8 @@
 """The ``jumok`` command line; the only module that reads ``sys.argv``.
 
-Subcommands: ``train``, ``translate``, ``demo``. Any :class:`~jumok.errors.JumokError` is
-printed as one line ``jumok: error: ...`` with exit status 2; nothing already on disk is changed.
+Subcommands: ``train``, ``translate``, ``demo``, ``ladder``, ``data check``. Any
+:class:`~jumok.errors.JumokError` is printed as one line ``jumok: error: ...`` with exit status 2;
+nothing already on disk is changed.
 """
 
 from __future__ import annotations
@@ -119,6 +120,33 @@ def build_parser() -> argparse.ArgumentParser:
         "addition.txt) instead of generated data",
     )
     p.set_defaults(func=cmd_ladder)
+
+    p = sub.add_parser(
+        "data",
+        help="inspect a config's data before training",
+        description="Inspect the data a config names, loaded exactly as training loads it.",
+    )
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    p = data_sub.add_parser(
+        "check",
+        help="sizes, lengths, unknown tokens, duplicates and train overlap per split",
+        description="Load the splits and tokenizers as training would and print, per split: "
+        "pairs, lengths in tokens, unknown-token rate and coverage of the train vocabulary, "
+        "repeated pairs, ambiguous sources and, for dev and test, pairs and sources also in "
+        "train, exactly and after normalisation (see docs/data-check.md). Writes nothing next "
+        "to the data.",
+    )
+    p.add_argument("config", type=Path, help="YAML config (see docs/config.md)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field by its dotted path, e.g. --set data.tokenizer.kind=word",
+    )
+    p.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
+    p.set_defaults(func=cmd_data_check)
     return parser
 
 
@@ -213,6 +241,21 @@ def cmd_ladder(args: argparse.Namespace) -> int:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or Path("ladder-runs") / f"{args.task}-{stamp}"
     run_ladder(args.task, out, epochs=args.epochs, quick=args.quick, book_data=args.book_data)
+    return 0
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from jumok.checkpoint import atomic_write_text
+    from jumok.config import load_config
+    from jumok.datacheck import check_data, format_report
+
+    if args.json and not args.json.resolve().parent.is_dir():  # fail before the work, not after
+        raise DataError(f"--json {args.json}: folder {args.json.parent} does not exist")
+    report = check_data(load_config(args.config, args.overrides))
+    sys.stdout.write(format_report(report))
+    if args.json:
+        atomic_write_text(args.json, json.dumps(report, ensure_ascii=False, indent=2) + "\n")
+        print(f"wrote {args.json}")
     return 0
 
 

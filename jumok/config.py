@@ -125,6 +125,18 @@ class DataConfig(_Frozen):
         "CSV column, JSONL 'target').",
     )
     header: bool = Field(False, description="TSV: the first line is a header (skipped).")
+    streaming: bool = Field(
+        False,
+        description="Read data.train in chunks at every epoch instead of holding it in memory "
+        "(for corpora that do not fit): pairs are shuffled within data.shuffle_buffer, and "
+        "bucketed and batched chunk by chunk. Needs data.dev.",
+    )
+    shuffle_buffer: int = Field(
+        100_000,
+        gt=0,
+        description="streaming: pairs held (and shuffled) at once; also the sample a "
+        "SentencePiece model is trained on.",
+    )
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig, description="Tokenization.")
     dev_size: int = Field(
         1_000, ge=0, description="Pairs held out from data.train when data.dev is not given."
@@ -145,6 +157,15 @@ class DataConfig(_Frozen):
         gt=0,
         description="Training pairs whose target is longer (in tokens) are dropped and counted.",
     )
+
+    @model_validator(mode="after")
+    def _streaming_needs_files(self) -> DataConfig:
+        if self.streaming and (self.train is None or self.dev is None):
+            raise ValueError(
+                "data.streaming reads data.train from a file and cannot hold dev pairs out of "
+                "it: give data.train and data.dev files, or set data.streaming: false"
+            )
+        return self
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:

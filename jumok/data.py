@@ -112,30 +112,42 @@ def input_format(cfg: DataConfig, path: Path | tuple[Path, Path]) -> str:
     return {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}.get(suffix, "tsv")
 
 
-def read_split(cfg: DataConfig, path: Path | tuple[Path, Path], notes: list[str]) -> list[Pair]:
-    """Read one split with the reader ``data.format`` names; what was dropped goes to ``notes``."""
+def stream_split(cfg: DataConfig, path: Path | tuple[Path, Path]) -> readers.PairStream:
+    """The pairs of one split, read lazily with the reader ``data.format`` names."""
     kind = input_format(cfg, path)
     src, tgt = cfg.source_field, cfg.target_field
     if kind == "parallel":
-        pairs, report = readers.read_parallel(*path)
-    elif kind == "dlfs2":
-        pairs, report = readers.read_dlfs2(path)
-    elif kind == "tsv":
-        pairs, report = readers.read_tsv(
-            path, _column(src, 0, "source_field"), _column(tgt, 1, "target_field"), cfg.header
+        return readers.iter_pairs(kind, source_path=path[0], target_path=path[1])
+    if kind == "dlfs2":
+        return readers.iter_pairs(kind, path=path)
+    if kind == "tsv":
+        return readers.iter_pairs(
+            kind,
+            path=path,
+            source_column=_column(src, 0, "source_field"),
+            target_column=_column(tgt, 1, "target_field"),
+            header=cfg.header,
         )
-    elif kind == "csv":
+    if kind == "csv":
         if src is None or tgt is None:
             names = _csv_header(path)
             src = names[0] if src is None else src
             tgt = names[1] if tgt is None and len(names) > 1 else tgt
-        pairs, report = readers.read_csv(path, str(src), str(tgt))
-    else:
-        pairs, report = readers.read_jsonl(
-            path, str(src if src is not None else "source"), str(tgt or "target")
-        )
-    if report.dropped:
-        notes.append(report.describe())
+        return readers.iter_pairs(kind, path=path, source=str(src), target=str(tgt))
+    return readers.iter_pairs(
+        kind,
+        path=path,
+        source=str(src if src is not None else "source"),
+        target=str(tgt or "target"),
+    )
+
+
+def read_split(cfg: DataConfig, path: Path | tuple[Path, Path], notes: list[str]) -> list[Pair]:
+    """Read one split with the reader ``data.format`` names; what was dropped goes to ``notes``."""
+    stream = stream_split(cfg, path)
+    pairs = list(stream)
+    if stream.report.dropped:
+        notes.append(stream.report.describe())
     return pairs
 
 
@@ -180,7 +192,8 @@ def load_splits(cfg: DataConfig) -> Splits:
         return splits
     assert cfg.train is not None  # guaranteed by DataConfig's validator
     notes: list[str] = []
-    train = read_split(cfg, cfg.train, notes)
+    # Streaming: train stays on disk and is read at every epoch (see streamed_train_pairs).
+    train = [] if cfg.streaming else read_split(cfg, cfg.train, notes)
     test = read_split(cfg, cfg.test, notes) if cfg.test else []
     if cfg.dev is not None:
         dev = read_split(cfg, cfg.dev, notes)
@@ -194,7 +207,11 @@ def load_splits(cfg: DataConfig) -> Splits:
             )
         dev = parts["dev"]
         dev_set = set(dev)
+        before = len(train)
         train = [p for p in train if p not in dev_set]
+        copies = before - len(train) - len(dev)
+        if copies:
+            notes.append(f"removed {copies} more train rows that repeat a held-out dev pair")
     splits = Splits(train, dev, test)
     splits.notes.extend(notes)
     if cfg.dev is None:
@@ -204,10 +221,58 @@ def load_splits(cfg: DataConfig) -> Splits:
     if leaked:
         splits.train = [p for p in train if p not in held_out]
         splits.notes.append(f"removed {leaked} train pairs that also occur in dev or test")
-    splits.notes.append(
-        f"read {len(splits.train)} train, {len(splits.dev)} dev, {len(splits.test)} test pairs"
-    )
+    if cfg.streaming:
+        splits.notes.append(
+            f"streaming {cfg.train}; read {len(splits.dev)} dev, {len(splits.test)} test pairs"
+        )
+    else:
+        splits.notes.append(
+            f"read {len(splits.train)} train, {len(splits.dev)} dev, {len(splits.test)} test pairs"
+        )
     return splits
+
+
+def streamed_train_pairs(cfg: DataConfig, held_out: set[Pair]) -> Iterator[Pair]:
+    """One lazy pass over data.train, without the pairs that also occur in dev or test."""
+    assert cfg.train is not None
+    return (p for p in stream_split(cfg, cfg.train) if p not in held_out)
+
+
+def streamed_batches(
+    cfg: DataConfig,
+    held_out: set[Pair],
+    encode: Callable[[list[Pair]], EncodedPairs],
+    batch_size: int,
+    bucketing: bool,
+    by_tokens: bool,
+    generator: torch.Generator,
+    seed: int,
+    dropped: list[int],
+) -> Iterator[Batch]:
+    """The batches of one streamed epoch: shuffled within a buffer, bucketed chunk by chunk.
+
+    ``dropped`` (a one-item list) counts the pairs over the length limits.
+    """
+    pairs = readers.shuffled_stream(streamed_train_pairs(cfg, held_out), cfg.shuffle_buffer, seed)
+    chunk: list[Pair] = []
+    for pair in pairs:
+        chunk.append(pair)
+        if len(chunk) == cfg.shuffle_buffer:
+            yield from _chunk_batches(
+                chunk, encode, batch_size, bucketing, by_tokens, generator, dropped
+            )
+            chunk = []
+    if chunk:
+        yield from _chunk_batches(
+            chunk, encode, batch_size, bucketing, by_tokens, generator, dropped
+        )
+
+
+def _chunk_batches(chunk, encode, batch_size, bucketing, by_tokens, generator, dropped):
+    data = encode(chunk)
+    dropped[0] += data.dropped
+    if len(data):
+        yield from iterate_batches(data, batch_size, True, bucketing, generator, by_tokens)
 
 
 # ----------------------------------------------------------------------------------- encoding

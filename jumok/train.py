@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import itertools
 import json
 import math
 import random
@@ -44,6 +45,8 @@ from jumok.data import (
     encode_pairs,
     iterate_batches,
     load_splits,
+    streamed_batches,
+    streamed_train_pairs,
     write_pairs,
 )
 from jumok.errors import RunDirError
@@ -217,10 +220,15 @@ def train(
     splits = load_splits(cfg.data)
     for note in splits.notes:
         log(note)
-    tk = cfg.data.tokenizer
+    d, tk = cfg.data, cfg.data.tokenizer
+    held_out = set(splits.dev) | set(splits.test)
+
+    def train_pairs():  # the training pairs, from memory or (streaming) read again from disk
+        return streamed_train_pairs(d, held_out) if d.streaming else iter(splits.train)
+
     src_tok, tgt_tok = make_tokenizers(
         tk.kind,
-        splits.train,
+        list(itertools.islice(train_pairs(), d.shuffle_buffer)) if d.streaming else splits.train,
         run_dir,
         joint=tk.joint,
         vocab_size=tk.vocab_size,
@@ -230,8 +238,8 @@ def train(
     files = {n: (run_dir / n).read_bytes() for n in tokenizer_files(tk.kind, tk.joint)}
     if files:
         log(f"tokenizer: {tk.kind} ({'joint' if tk.joint else 'separate'}) -> {', '.join(files)}")
-    src_vocab = Vocab.build(src_tok.tokenize(s) for s, _ in splits.train)
-    tgt_vocab = Vocab.build(tgt_tok.tokenize(t) for _, t in splits.train)
+    src_vocab = Vocab.build(src_tok.tokenize(s) for s, _ in train_pairs())
+    tgt_vocab = Vocab.build(tgt_tok.tokenize(t) for _, t in train_pairs())
     atomic_write_text(run_dir / "config.yaml", config_to_yaml(cfg))
     atomic_write_text(
         run_dir / "vocab.json",
@@ -242,17 +250,23 @@ def train(
         for name in ("train", "dev", "test"):
             write_pairs(run_dir / "data" / f"{name}.tsv", getattr(splits, name))
 
-    d = cfg.data
-    train_data = encode_pairs(
-        splits.train,
-        src_vocab,
-        tgt_vocab,
-        d.reverse_source,
-        d.max_source_length,
-        d.max_target_length,
-        src_tok.tokenize,
-        tgt_tok.tokenize,
-    )
+    def encode(pairs: list[Pair]) -> EncodedPairs:
+        return encode_pairs(
+            pairs,
+            src_vocab,
+            tgt_vocab,
+            d.reverse_source,
+            d.max_source_length,
+            d.max_target_length,
+            src_tok.tokenize,
+            tgt_tok.tokenize,
+        )
+
+    # Streaming: measure the epoch once (lengths only) so that progress and schedules know it.
+    if d.streaming:
+        train_data = _lengths_only(train_pairs(), src_tok, tgt_tok, d)
+    else:
+        train_data = encode(splits.train)
     if train_data.dropped:
         log(
             f"dropped {train_data.dropped} train pairs longer than data.max_source_length "
@@ -338,9 +352,25 @@ def train(
         model.train()
         since.update(time=time.perf_counter(), loss=0.0, tokens=0)
 
+    streamed_dropped = [0]
     for epoch in range(1, t.epochs + 1):
         model.train()
-        batches = iterate_batches(train_data, t.batch_size, True, t.bucketing, generator, by_tokens)
+        if d.streaming:
+            batches = streamed_batches(
+                d,
+                held_out,
+                encode,
+                t.batch_size,
+                t.bucketing,
+                by_tokens,
+                generator,
+                t.seed + epoch,
+                streamed_dropped,
+            )
+        else:
+            batches = iterate_batches(
+                train_data, t.batch_size, True, t.bucketing, generator, by_tokens
+            )
         bar = tqdm(
             grouped(batches, t.accumulate),
             total=updates_per_epoch,
@@ -398,6 +428,26 @@ def train(
     best_em = max((r.dev_exact_match for r in history), default=0.0)
     return TrainResult(
         run_dir, history, best_em, stopped, stopped_early, src_vocab, tgt_vocab, splits.test
+    )
+
+
+def _lengths_only(pairs, src_tok, tgt_tok, d) -> EncodedPairs:
+    """Source and target lengths of a streamed training set, for counting its batches."""
+    src_len, tgt_len, dropped = [], [], 0
+    for source, target in pairs:
+        n_src, n_tgt = len(src_tok.tokenize(source)), len(tgt_tok.tokenize(target))
+        if n_src > d.max_source_length or n_tgt > d.max_target_length or not n_src:
+            dropped += 1
+            continue
+        src_len.append(n_src)
+        tgt_len.append(n_tgt + 1)
+    empty = torch.zeros(len(src_len), 0, dtype=torch.long)
+    return EncodedPairs(
+        src_NS=empty,
+        src_len_N=torch.tensor(src_len, dtype=torch.long),
+        tgt_NT=empty,
+        tgt_len_N=torch.tensor(tgt_len, dtype=torch.long),
+        dropped=dropped,
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
 import torch
 from conftest import tiny_model_config
 from test_train import QUIET, small_config
@@ -108,3 +109,47 @@ def test_early_stopping_and_keep_best(tmp_path):
     assert files == sorted(f"step-{e['step']}.safetensors" for e in kept)
     best = min(r.dev_loss for r in result.history)
     assert kept[0]["value"] == best
+
+
+def test_streaming_reads_every_pair_once_per_epoch_and_trains(tmp_path):
+    from jumok.config import validate
+    from jumok.data import streamed_batches
+
+    pairs = generate("date", 700, seed=5)
+    write = lambda name, items: (tmp_path / name).write_text(  # noqa: E731
+        "".join(f"{s}\t{t}\n" for s, t in items), encoding="utf-8"
+    )
+    write("train.tsv", pairs[:600] + pairs[600:610])  # 10 dev pairs leaked into train
+    write("dev.tsv", pairs[600:700])
+    raw = {
+        "data": {
+            "train": str(tmp_path / "train.tsv"),
+            "dev": str(tmp_path / "dev.tsv"),
+            "streaming": True,
+            "shuffle_buffer": 128,
+        },
+        "model": {"encoder": {"hidden_size": 16}, "decoder": {"hidden_size": 16}},
+        "train": {"epochs": 2, "batch_size": 32},
+    }
+    cfg = validate(raw, "test", [])
+    result = train(cfg, tmp_path / "run", **QUIET)
+    assert len(result.history) == 2 and result.history[-1].step == 2 * 19  # ceil(600 / 32)
+    src_vocab, tgt_vocab = result.src_vocab, result.tgt_vocab
+    from jumok.data import encode_pairs
+
+    seen = []
+    for batch in streamed_batches(
+        cfg.data,
+        set(pairs[600:700]),
+        lambda chunk: encode_pairs(chunk, src_vocab, tgt_vocab, False),
+        32,
+        True,
+        False,
+        torch.Generator().manual_seed(0),
+        seed=1,
+        dropped=[0],
+    ):
+        seen.extend(tuple(row.tolist()) for row in batch.tgt_out_BT)
+    assert len(seen) == 600
+    with pytest.raises(Exception, match="data.streaming"):
+        validate({**raw, "data": {**raw["data"], "dev": None}}, "test", [])
