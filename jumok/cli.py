@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -52,6 +53,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "vocab",
+        help="train the tokenizer(s) and build the vocabularies, before training",
+        description="Train the config's tokenizer on the training split (SentencePiece models "
+        "go into the run directory) and build the vocabularies, so they can be inspected; a "
+        "later 'jumok train CONFIG --run-dir DIR' reuses them.",
+    )
+    p.add_argument("config", type=Path, help="YAML config (see docs/config.md)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field by its dotted path (repeatable)",
+    )
+    p.add_argument("--run-dir", type=Path, required=True, help="where to keep the tokenizer")
+    p.set_defaults(func=cmd_vocab)
 
     p = sub.add_parser(
         "translate",
@@ -167,6 +187,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"run directory: {run_dir}")
     result = train(cfg, run_dir, progress=not args.no_progress)
     print(f"best dev exact match {100 * result.best_exact_match:.2f}%; checkpoints in {run_dir}/")
+    return 0
+
+
+def cmd_vocab(args: argparse.Namespace) -> int:
+    from jumok.checkpoint import atomic_write_text
+    from jumok.config import load_config
+    from jumok.data import load_splits
+    from jumok.train import RUN_MARKERS, build_vocabularies
+
+    cfg = load_config(args.config, args.overrides)
+    taken = [m for m in RUN_MARKERS if (args.run_dir / m).exists()]
+    if taken:
+        raise DataError(f"{args.run_dir}: already holds a run ({', '.join(taken)}); choose another")
+    args.run_dir.mkdir(parents=True, exist_ok=True)
+    splits = load_splits(cfg.data)
+    for note in splits.notes:
+        print(note)
+    v = build_vocabularies(cfg, splits, args.run_dir)
+    atomic_write_text(
+        args.run_dir / "vocab.json",
+        json.dumps(
+            {"source": v.src_vocab.tokens, "target": v.tgt_vocab.tokens}, ensure_ascii=False
+        ),
+    )
+    print(f"vocabulary: {len(v.src_vocab)} source, {len(v.tgt_vocab)} target tokens (4 special)")
+    for source, target in itertools.islice(v.train_pairs(), 3):
+        print(f"  {v.src_tok.tokenize(source)} -> {v.tgt_tok.tokenize(target)}")
+    print(f"written to {args.run_dir}/; train there with --run-dir {args.run_dir}")
     return 0
 
 

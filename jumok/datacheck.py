@@ -222,12 +222,7 @@ def check_data(cfg: Config, workdir: Path | None = None) -> dict[str, Any]:
     data = cfg.data
     splits = load_splits(data)
     notes = list(splits.notes)
-    removed = holdout_repeats(data, splits)
-    if removed:
-        notes.append(
-            f"removed {removed} more train rows that repeat a pair held out as dev (the hold-out "
-            "takes distinct pairs, and every copy of them leaves train)"
-        )
+    removed = holdout_repeats(data, splits)  # load_splits says so in its notes as well
     tokenizers = _tokenizers(cfg, splits.train, workdir)
     vocabs = (
         Vocab.build(tokenizers[0].tokenize(source) for source, _ in splits.train),
@@ -255,11 +250,12 @@ def check_data(cfg: Config, workdir: Path | None = None) -> dict[str, Any]:
 
 
 def holdout_repeats(data: DataConfig, splits: Splits) -> int:
-    """Train rows that :func:`~jumok.data.load_splits` removed, unsaid, with a held-out dev.
+    """Train rows beyond the dev pairs themselves that a held-out dev removed from train.
 
     With no ``data.dev``, dev is drawn from the *distinct* train pairs and then every train row
-    equal to a dev pair is removed, so each extra copy of a dev pair disappears from train without
-    a note. The train file is read once more to count them (0 when dev is given or generated).
+    equal to a dev pair is removed, so each extra copy of a dev pair leaves train too (noted by
+    :func:`~jumok.data.load_splits`). The train file is read once more to count them (0 when dev
+    is given or generated).
     """
     if data.generate is not None or data.dev is not None or data.train is None or not splits.dev:
         return 0
@@ -281,6 +277,7 @@ def _tokenizers(
             joint=tk.joint,
             vocab_size=tk.vocab_size,
             model_type=tk.model_type,
+            character_coverage=tk.character_coverage,
             seed=cfg.train.seed,
         )
 

@@ -105,10 +105,20 @@ def cli_reference() -> str:
         "```",
         "",
     ]
-    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    for name, sub in subparsers.choices.items():
-        lines += [f"## `jumok {name}`", "", "```text", _help(sub), "```", ""]
+    lines += _subcommands(parser, "jumok")
     return "\n".join(lines)
+
+
+def _subcommands(parser: argparse.ArgumentParser, prefix: str) -> list[str]:
+    """A section per subcommand, and per sub-subcommand (``jumok data check``), in order."""
+    lines: list[str] = []
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        for name, sub in action.choices.items():
+            lines += [f"## `{prefix} {name}`", "", "```text", _help(sub), "```", ""]
+            lines += _subcommands(sub, f"{prefix} {name}")
+    return lines
 
 
 def _help(parser: argparse.ArgumentParser) -> str:

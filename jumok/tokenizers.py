@@ -239,6 +239,7 @@ def make_tokenizers(
     vocab_size: int = 8000,
     model_type: str = "bpe",
     seed: int = 0,
+    character_coverage: float = 1.0,
 ) -> tuple[Tokenizer, Tokenizer]:
     """The source and target tokenizers of a run.
 
@@ -263,7 +264,12 @@ def make_tokenizers(
         if path.exists():
             return SentencePieceTokenizer.load(path)
         return SentencePieceTokenizer.train(
-            texts, path, vocab_size=vocab_size, model_type=model_type, seed=seed
+            texts,
+            path,
+            vocab_size=vocab_size,
+            model_type=model_type,
+            character_coverage=character_coverage,
+            seed=seed,
         )
 
     sources = (source for source, _ in train_pairs)

@@ -41,6 +41,7 @@ from jumok.data import (
     Batch,
     EncodedPairs,
     Pair,
+    Splits,
     batch_order,
     encode_pairs,
     iterate_batches,
@@ -54,7 +55,7 @@ from jumok.metrics import bleu, chrf, exact_match, token_accuracy
 from jumok.model import Seq2Seq, build_model
 from jumok.schedules import EarlyStopping, Schedule
 from jumok.search import greedy
-from jumok.tokenizers import make_tokenizers, tokenizer_files
+from jumok.tokenizers import Tokenizer, make_tokenizers, tokenizer_files
 from jumok.vocab import PAD_ID, Vocab
 
 RUN_MARKERS = ("config.yaml", "metrics.jsonl", "best.safetensors", "last.safetensors")
@@ -201,6 +202,51 @@ def autocast(precision: str, device: torch.device):
     return contextlib.nullcontext()
 
 
+@dataclass
+class Vocabularies:
+    """A run's tokenizers and vocabularies, and how to read its training pairs again."""
+
+    src_tok: Tokenizer
+    tgt_tok: Tokenizer
+    src_vocab: Vocab
+    tgt_vocab: Vocab
+    files: dict[str, bytes]  # tokenizer model files, stored in every checkpoint
+    held_out: set[Pair]  # dev and test pairs, never trained on
+    train_pairs: Callable[[], Iterator[Pair]]  # a fresh pass over the training pairs
+
+
+def build_vocabularies(
+    cfg: Config, splits: Splits, run_dir: Path, log: Callable[[str], None] = print
+) -> Vocabularies:
+    """Train (or load, when ``run_dir`` already has them) the tokenizers, then the vocabularies.
+
+    SentencePiece models are kept in ``run_dir``; ``jumok vocab`` calls this before training so
+    that they can be looked at first, and ``jumok train`` in the same directory reuses them.
+    """
+    d, tk = cfg.data, cfg.data.tokenizer
+    held_out = set(splits.dev) | set(splits.test)
+
+    def train_pairs() -> Iterator[Pair]:  # from memory, or (streaming) read again from disk
+        return streamed_train_pairs(d, held_out) if d.streaming else iter(splits.train)
+
+    src_tok, tgt_tok = make_tokenizers(
+        tk.kind,
+        list(itertools.islice(train_pairs(), d.shuffle_buffer)) if d.streaming else splits.train,
+        run_dir,
+        joint=tk.joint,
+        vocab_size=tk.vocab_size,
+        model_type=tk.model_type,
+        character_coverage=tk.character_coverage,
+        seed=cfg.train.seed,
+    )
+    files = {n: (run_dir / n).read_bytes() for n in tokenizer_files(tk.kind, tk.joint)}
+    if files:
+        log(f"tokenizer: {tk.kind} ({'joint' if tk.joint else 'separate'}) -> {', '.join(files)}")
+    src_vocab = Vocab.build(src_tok.tokenize(s) for s, _ in train_pairs())
+    tgt_vocab = Vocab.build(tgt_tok.tokenize(t) for _, t in train_pairs())
+    return Vocabularies(src_tok, tgt_tok, src_vocab, tgt_vocab, files, held_out, train_pairs)
+
+
 def train(
     cfg: Config,
     run_dir: str | Path,
@@ -220,26 +266,10 @@ def train(
     splits = load_splits(cfg.data)
     for note in splits.notes:
         log(note)
-    d, tk = cfg.data, cfg.data.tokenizer
-    held_out = set(splits.dev) | set(splits.test)
-
-    def train_pairs():  # the training pairs, from memory or (streaming) read again from disk
-        return streamed_train_pairs(d, held_out) if d.streaming else iter(splits.train)
-
-    src_tok, tgt_tok = make_tokenizers(
-        tk.kind,
-        list(itertools.islice(train_pairs(), d.shuffle_buffer)) if d.streaming else splits.train,
-        run_dir,
-        joint=tk.joint,
-        vocab_size=tk.vocab_size,
-        model_type=tk.model_type,
-        seed=t.seed,
-    )
-    files = {n: (run_dir / n).read_bytes() for n in tokenizer_files(tk.kind, tk.joint)}
-    if files:
-        log(f"tokenizer: {tk.kind} ({'joint' if tk.joint else 'separate'}) -> {', '.join(files)}")
-    src_vocab = Vocab.build(src_tok.tokenize(s) for s, _ in train_pairs())
-    tgt_vocab = Vocab.build(tgt_tok.tokenize(t) for _, t in train_pairs())
+    d = cfg.data
+    v = build_vocabularies(cfg, splits, run_dir, log)
+    src_tok, tgt_tok, src_vocab, tgt_vocab = v.src_tok, v.tgt_tok, v.src_vocab, v.tgt_vocab
+    files, held_out, train_pairs = v.files, v.held_out, v.train_pairs
     atomic_write_text(run_dir / "config.yaml", config_to_yaml(cfg))
     atomic_write_text(
         run_dir / "vocab.json",

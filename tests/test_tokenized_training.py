@@ -42,3 +42,30 @@ def test_tokenizers_train_translate_and_travel_in_the_checkpoint(tmp_path, token
     assert isinstance(result.text, str)
     assert len(result.source_tokens) < len("september 27, 1994")  # words or pieces, not chars
     assert len(result.attention[0]) == len(result.source_tokens)
+
+
+def test_vocab_command_prepares_the_tokenizer_that_train_reuses(tmp_path, capsys):
+    import yaml
+
+    from jumok.cli import main
+
+    pairs = generate("date", 400, seed=3)
+    (tmp_path / "pairs.tsv").write_text("".join(f"{s}\t{t}\n" for s, t in pairs), "utf-8")
+    config = {
+        "data": {
+            "train": "pairs.tsv",
+            "dev_size": 40,
+            "tokenizer": {"kind": "sentencepiece", "vocab_size": 120},
+        },
+        "model": {"encoder": {"hidden_size": 16}, "decoder": {"hidden_size": 16}},
+        "train": {"epochs": 1, "batch_size": 64},
+    }
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    run = tmp_path / "run"
+    assert main(["vocab", str(tmp_path / "c.yaml"), "--run-dir", str(run)]) == 0
+    assert "vocabulary:" in capsys.readouterr().out
+    model = run / "spm.model"
+    before = (model.stat().st_mtime_ns, model.read_bytes())
+    assert main(["train", str(tmp_path / "c.yaml"), "--run-dir", str(run), "--no-progress"]) == 0
+    assert (model.stat().st_mtime_ns, model.read_bytes()) == before  # reused, not retrained
+    assert main(["vocab", str(tmp_path / "c.yaml"), "--run-dir", str(run)]) == 2  # holds a run
