@@ -26,6 +26,8 @@ class Hypothesis:
         attention_TS: attention weights, one row per output id, one column per real source token
             (None for a model without attention).
         finished: whether the model emitted eos within the length limit.
+        normalized_score: the score beam search ranks by (length and coverage penalties
+            applied); None for greedy decoding, which ranks nothing.
     """
 
     token_ids: list[int]
@@ -33,6 +35,7 @@ class Hypothesis:
     token_logprobs: list[float]
     attention_TS: Tensor | None
     finished: bool
+    normalized_score: float | None = None
 
 
 @torch.no_grad()
