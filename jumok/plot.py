@@ -125,7 +125,7 @@ def learning_curve(
     ax_em.set_ylabel("dev score (0-100)")
     ax_em.set_ylim(0, 101)
     ax_em.set_title("dev scores")
-    ax_em.legend()
+    ax_em.legend(loc="lower right")
     ax_em.grid(alpha=0.3)
     if by_epoch:
         for ax in (ax_loss, ax_em):

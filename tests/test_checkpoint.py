@@ -80,3 +80,19 @@ def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
         save_checkpoint(path, model, cfg, src_vocab, tgt_vocab, {"epoch": 2})
     assert path.read_bytes() == before
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_checkpoints_written_before_the_rnn_rename_still_load(tiny_model):
+    from conftest import SRC_V, TGT_V, tiny_model_config
+
+    from jumok.model import build_model
+
+    old = {
+        k.replace("encoder.rnn.", "encoder.lstm.").replace("decoder.rnn.", "decoder.lstm."): v
+        for k, v in tiny_model.state_dict().items()
+    }
+    assert any(k.startswith("encoder.lstm.") for k in old)
+    again = build_model(tiny_model_config(), SRC_V, TGT_V)
+    again.load_state_dict(old)
+    for k, v in tiny_model.state_dict().items():
+        assert torch.equal(again.state_dict()[k], v), k
