@@ -37,14 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train the model a config describes and write a run directory "
         "(config.yaml, metrics.jsonl, best/last checkpoints).",
     )
-    p.add_argument("config", type=Path, help="YAML config (see docs/config.md)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field by its dotted path, e.g. --set train.lr=3e-4 (repeatable)",
+    _config_arguments(
+        p, "override a config field by its dotted path, e.g. --set train.lr=3e-4 (repeatable)"
     )
     p.add_argument(
         "--run-dir",
@@ -61,15 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         "go into the run directory) and build the vocabularies, so they can be inspected; a "
         "later 'jumok train CONFIG --run-dir DIR' reuses them.",
     )
-    p.add_argument("config", type=Path, help="YAML config (see docs/config.md)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field by its dotted path (repeatable)",
-    )
+    _config_arguments(p, "override a config field by its dotted path (repeatable)")
     p.add_argument("--run-dir", type=Path, required=True, help="where to keep the tokenizer")
     p.set_defaults(func=cmd_vocab)
 
@@ -156,14 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
         "train, exactly and after normalisation (see docs/data-check.md). Writes nothing next "
         "to the data.",
     )
-    p.add_argument("config", type=Path, help="YAML config (see docs/config.md)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field by its dotted path, e.g. --set data.tokenizer.kind=word",
+    _config_arguments(
+        p, "override a config field by its dotted path, e.g. --set data.tokenizer.kind=word"
     )
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
     p.set_defaults(func=cmd_data_check)
@@ -174,6 +154,14 @@ def _version() -> str:
     from jumok import __version__
 
     return __version__
+
+
+def _config_arguments(p: argparse.ArgumentParser, set_help: str) -> None:
+    """CONFIG and the repeatable --set KEY=VALUE, shared by the commands that read a config."""
+    p.add_argument("config", type=Path, help="YAML config (see docs/config.md)")
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=set_help
+    )
 
 
 def cmd_train(args: argparse.Namespace) -> int:

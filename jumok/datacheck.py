@@ -24,7 +24,8 @@ from typing import Any
 
 from jumok.config import Config, DataConfig
 from jumok.data import Pair, Splits, load_splits, read_split
-from jumok.tokenizers import Tokenizer, make_tokenizers
+from jumok.tokenizers import Tokenizer
+from jumok.train import Vocabularies, build_vocabularies
 from jumok.vocab import SPECIALS, Vocab
 
 SPLITS = ("train", "dev", "test")
@@ -223,11 +224,8 @@ def check_data(cfg: Config, workdir: Path | None = None) -> dict[str, Any]:
     splits = load_splits(data)
     notes = list(splits.notes)
     removed = holdout_repeats(data, splits)  # load_splits says so in its notes as well
-    tokenizers = _tokenizers(cfg, splits.train, workdir)
-    vocabs = (
-        Vocab.build(tokenizers[0].tokenize(source) for source, _ in splits.train),
-        Vocab.build(tokenizers[1].tokenize(target) for _, target in splits.train),
-    )
+    v = _vocabularies(cfg, splits, workdir)
+    tokenizers, vocabs = (v.src_tok, v.tgt_tok), (v.src_vocab, v.tgt_vocab)
     index = TrainIndex(splits.train)
     stats = {
         name: split_stats(
@@ -263,29 +261,14 @@ def holdout_repeats(data: DataConfig, splits: Splits) -> int:
     return sum(1 for pair in read_split(data, data.train, []) if pair in dev) - len(dev)
 
 
-def _tokenizers(
-    cfg: Config, train: list[Pair], workdir: Path | None
-) -> tuple[Tokenizer, Tokenizer]:
-    tk = cfg.data.tokenizer
-
-    def build(directory: Path) -> tuple[Tokenizer, Tokenizer]:
-        # The same call as training's, so the segmentation is the one a run would use.
-        return make_tokenizers(
-            tk.kind,
-            train,
-            directory,
-            joint=tk.joint,
-            vocab_size=tk.vocab_size,
-            model_type=tk.model_type,
-            character_coverage=tk.character_coverage,
-            seed=cfg.train.seed,
-        )
-
-    if workdir is not None or tk.kind != "sentencepiece":
-        return build(Path(workdir or "."))  # char and word tokenizers write nothing
+def _vocabularies(cfg: Config, splits: Splits, workdir: Path | None) -> Vocabularies:
+    """Tokenizers and vocabularies built by training's own code, so they are the ones a run uses."""
+    quiet = lambda _: None  # noqa: E731
+    if workdir is not None or cfg.data.tokenizer.kind != "sentencepiece":
+        return build_vocabularies(cfg, splits, Path(workdir or "."), quiet)  # char/word: no files
     # A trained SentencePiece model lives on in memory after its file is gone.
     with tempfile.TemporaryDirectory(prefix="jumok-datacheck-") as directory:
-        return build(Path(directory))
+        return build_vocabularies(cfg, splits, Path(directory), quiet)
 
 
 def find_warnings(stats: dict[str, SplitStats], data: DataConfig) -> list[str]:
