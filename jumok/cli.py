@@ -125,6 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="train on the book's own TASK.txt from DIR (its fixed-width date.txt or "
         "addition.txt) instead of generated data",
     )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field in every rung, e.g. --set model.init=book "
+        "--set model.decoder.init=last_h (the book's initial weights and decoder start)",
+    )
     p.set_defaults(func=cmd_ladder)
 
     p = sub.add_parser(
@@ -276,7 +285,14 @@ def cmd_ladder(args: argparse.Namespace) -> int:
 
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or Path("ladder-runs") / f"{args.task}-{stamp}"
-    run_ladder(args.task, out, epochs=args.epochs, quick=args.quick, book_data=args.book_data)
+    run_ladder(
+        args.task,
+        out,
+        epochs=args.epochs,
+        quick=args.quick,
+        book_data=args.book_data,
+        overrides=args.overrides,
+    )
     return 0
 
 
