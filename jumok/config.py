@@ -147,6 +147,22 @@ class DataConfig(_Frozen):
         description="Feed the source to the encoder in reverse order (Sutskever et al. 2014; the "
         "book reverses the input in ch. 7-8). Attention maps are always shown in the original order.",
     )
+    shared_vocab: bool = Field(
+        False,
+        description="One vocabulary built from both sides and used by encoder and decoder, as "
+        "the book's char_to_id (departure: jumok builds one per side by default). The decoder "
+        "then scores every source-side token too; on the book's date task this, with "
+        "fill_source_to, is what makes its dot-attention result reproducible (docs/ladder.md).",
+    )
+    fill_source_to: int | None = Field(
+        None,
+        gt=0,
+        description="Book compatibility (departure: off by default): append eos tokens to every "
+        "shorter source up to this many tokens, so the encoder reads filler as it reads the "
+        "spaces of the book's fixed-width date.txt and addition.txt (after reverse_source, "
+        "before the sentence). jumok otherwise masks padding. The book's dot-attention result "
+        "depends on it; see docs/ladder.md. Attention maps leave the filler out.",
+    )
     max_source_length: int = Field(
         200,
         gt=0,

@@ -318,6 +318,18 @@ def pad(rows: Sequence[Sequence[int]], width: int | None = None) -> Tensor:
     return out
 
 
+def encoder_order(ids: list[int], reverse: bool, fill_to: int | None = None) -> list[int]:
+    """The source ids in the order the encoder reads them.
+
+    ``fill_to`` (``data.fill_source_to``) first appends eos ids up to that length, like the
+    spaces of the book's fixed-width files; reversed, the encoder then reads the filler before
+    the sentence, as the book's encoder does.
+    """
+    if fill_to is not None and len(ids) < fill_to:
+        ids = [*ids, *[EOS_ID] * (fill_to - len(ids))]
+    return ids[::-1] if reverse else list(ids)
+
+
 def encode_pairs(
     pairs: Sequence[Pair],
     src_vocab: Vocab,
@@ -327,6 +339,7 @@ def encode_pairs(
     max_target_length: int | None = None,
     tokenize_source: Callable[[str], list[str]] = tokenize_chars,
     tokenize_target: Callable[[str], list[str]] = tokenize_chars,
+    fill_source_to: int | None = None,
 ) -> EncodedPairs:
     """Encode pairs; those over the length limits (in tokens) are dropped and counted."""
     src_rows, tgt_rows, dropped = [], [], 0
@@ -339,7 +352,7 @@ def encode_pairs(
         if too_long:
             dropped += 1
             continue
-        src_rows.append(src[::-1] if reverse_source else src)
+        src_rows.append(encoder_order(src, reverse_source, fill_source_to))
         tgt_rows.append([BOS_ID, *tgt, EOS_ID])
     return EncodedPairs(
         src_NS=pad(src_rows),

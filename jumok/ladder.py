@@ -37,12 +37,14 @@ RUNGS: list[tuple[str, dict[str, object]]] = [
 ]
 
 # The book's settings: addition (ch. 7) embedding 16, hidden 128, batch 128, 25 epochs;
-# date (ch. 8) embedding 16, hidden 256, batch 128, 10 epochs.
+# date (ch. 8) embedding 16, hidden 256, batch 128, 10 epochs. ``width``: the source width of
+# the book's fixed-width files (addition.txt 7 characters, date.txt 29).
 TASKS: dict[str, dict[str, object]] = {
-    "addition": {"hidden": 128, "epochs": 25, "inputs": ["16+75", "52+607", "999+1"]},
+    "addition": {"hidden": 128, "epochs": 25, "width": 7, "inputs": ["16+75", "52+607", "999+1"]},
     "date": {
         "hidden": 256,
         "epochs": 10,
+        "width": 29,
         "inputs": ["september 27, 1994", "Sep 27, 1994", "9/27/94"],
     },
 }
@@ -78,16 +80,21 @@ def rung_config(
     else:
         data = {name: str(data_dir / f"{name}.tsv") for name in ("train", "dev", "test")}
     raw: dict = {
-        "data": {**data, "reverse_source": True},
-        # The book's sizes with jumok's initial weights (``model.init: lecun``) and decoder start
-        # (h and c). Departure: with the book's weights (embeddings N(0, 0.01^2)) and start (h
-        # only), the dot rung stalls in jumok (date: 4.8 % after 10 epochs), because jumok's
-        # encoder does not read the book's fixed-width padding before the reversed sentence; see
-        # docs/ladder.md and benchmarks/book_padding.py. ``--set model.init=book --set
-        # model.decoder.init=last_h`` brings the book's weights back.
+        "data": {
+            **data,
+            "reverse_source": True,
+            "shared_vocab": True,
+            "fill_source_to": spec["width"],
+        },
+        # The book's model exactly: its initial weights (model.init: book) and decoder start (h
+        # only), and its data layout: one vocabulary for both sides and sources filled to the
+        # book's fixed width, the filler read by the encoder before the reversed sentence. Without
+        # the last two the book's dot-attention rung stalls (docs/ladder.md,
+        # benchmarks/book_padding.py).
         "model": {
             "encoder": {"embedding_size": 16, "hidden_size": hidden},
-            "decoder": {"embedding_size": 16, "hidden_size": hidden},
+            "decoder": {"embedding_size": 16, "hidden_size": hidden, "init": "last_h"},
+            "init": "book",
         },
         "train": {
             "epochs": epochs,

@@ -242,8 +242,12 @@ def build_vocabularies(
     files = {n: (run_dir / n).read_bytes() for n in tokenizer_files(tk.kind, tk.joint)}
     if files:
         log(f"tokenizer: {tk.kind} ({'joint' if tk.joint else 'separate'}) -> {', '.join(files)}")
-    src_vocab = Vocab.build(src_tok.tokenize(s) for s, _ in train_pairs())
-    tgt_vocab = Vocab.build(tgt_tok.tokenize(t) for _, t in train_pairs())
+    if d.shared_vocab:  # one list for both sides, as the book's char_to_id
+        both = (tokens for s, t in train_pairs() for tokens in (src_tok.tokenize(s), tgt_tok.tokenize(t)))
+        src_vocab = tgt_vocab = Vocab.build(both)
+    else:
+        src_vocab = Vocab.build(src_tok.tokenize(s) for s, _ in train_pairs())
+        tgt_vocab = Vocab.build(tgt_tok.tokenize(t) for _, t in train_pairs())
     return Vocabularies(src_tok, tgt_tok, src_vocab, tgt_vocab, files, held_out, train_pairs)
 
 
@@ -290,6 +294,7 @@ def train(
             d.max_target_length,
             src_tok.tokenize,
             tgt_tok.tokenize,
+            d.fill_source_to,
         )
 
     # Streaming: measure the epoch once (lengths only) so that progress and schedules know it.
@@ -309,6 +314,7 @@ def train(
         d.reverse_source,
         tokenize_source=src_tok.tokenize,
         tokenize_target=tgt_tok.tokenize,
+        fill_source_to=d.fill_source_to,
     )
     log(f"vocabulary: {len(src_vocab)} source, {len(tgt_vocab)} target tokens (4 special)")
 

@@ -18,7 +18,7 @@ import torch
 
 from jumok.checkpoint import Checkpoint, load_checkpoint
 from jumok.config import Config
-from jumok.data import pad
+from jumok.data import encoder_order, pad
 from jumok.diagnostics import AttentionDiagnostics, diagnose
 from jumok.errors import DataError, RunDirError
 from jumok.model import Seq2Seq, build_model
@@ -141,7 +141,8 @@ class Translator:
         results: list[Translation | None] = [None] * len(texts)
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
-            rows = [encoded[i].ids[::-1] if reverse else encoded[i].ids for i in chunk]
+            fill = self.config.data.fill_source_to
+            rows = [encoder_order(encoded[i].ids, reverse, fill) for i in chunk]
             src_BS = pad(rows).to(self.device)
             src_len_B = torch.tensor([len(r) for r in rows], device=self.device)
             hyps = greedy(self.model, src_BS, src_len_B, max_length)
@@ -149,6 +150,8 @@ class Translator:
                 attention_TS = hyp.attention_TS
                 if attention_TS is not None and reverse:
                     attention_TS = attention_TS.flip(-1)
+                if attention_TS is not None:  # drop the columns of data.fill_source_to's filler
+                    attention_TS = attention_TS[:, : len(src_tokens[i])]
                 tokens = self.tgt_vocab.decode(hyp.token_ids)
                 results[i] = Translation(
                     source=texts[i],
