@@ -24,7 +24,7 @@ from jumok.errors import DataError, RunDirError
 from jumok.model import Seq2Seq, build_model
 from jumok.search import greedy
 from jumok.tokenizers import CharTokenizer, Tokenizer, tokenizers_from_files
-from jumok.vocab import UNK_ID, Vocab
+from jumok.vocab import EOS, UNK_ID, Vocab
 
 
 class UnknownTokenWarning(UserWarning):
@@ -146,12 +146,10 @@ class Translator:
             src_BS = pad(rows).to(self.device)
             src_len_B = torch.tensor([len(r) for r in rows], device=self.device)
             hyps = greedy(self.model, src_BS, src_len_B, max_length)
-            for i, hyp in zip(chunk, hyps, strict=True):
+            for i, row, hyp in zip(chunk, rows, hyps, strict=True):
                 attention_TS = hyp.attention_TS
                 if attention_TS is not None and reverse:
                     attention_TS = attention_TS.flip(-1)
-                if attention_TS is not None:  # drop the columns of data.fill_source_to's filler
-                    attention_TS = attention_TS[:, : len(src_tokens[i])]
                 tokens = self.tgt_vocab.decode(hyp.token_ids)
                 results[i] = Translation(
                     source=texts[i],
@@ -159,7 +157,8 @@ class Translator:
                     score=hyp.score,
                     tokens=tokens,
                     token_logprobs=hyp.token_logprobs,
-                    source_tokens=src_tokens[i],
+                    # data.fill_source_to's filler is read and attended to: it has columns too
+                    source_tokens=src_tokens[i] + [EOS] * (len(row) - len(src_tokens[i])),
                     attention=None if attention_TS is None else attention_TS.tolist(),
                     unknown=encoded[i].unknown,
                     source_reversed=reverse,
