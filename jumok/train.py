@@ -243,7 +243,11 @@ def build_vocabularies(
     if files:
         log(f"tokenizer: {tk.kind} ({'joint' if tk.joint else 'separate'}) -> {', '.join(files)}")
     if d.shared_vocab:  # one list for both sides, as the book's char_to_id
-        both = (tokens for s, t in train_pairs() for tokens in (src_tok.tokenize(s), tgt_tok.tokenize(t)))
+        both = (
+            tokens
+            for s, t in train_pairs()
+            for tokens in (src_tok.tokenize(s), tgt_tok.tokenize(t))
+        )
         src_vocab = tgt_vocab = Vocab.build(both)
     else:
         src_vocab = Vocab.build(src_tok.tokenize(s) for s, _ in train_pairs())

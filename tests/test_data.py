@@ -136,6 +136,22 @@ def test_encoding_reverses_source_and_wraps_target():
     assert batch.n_target_tokens == 3 + 2
 
 
+def test_fill_source_to_is_read_before_the_reversed_sentence_like_the_books_padding():
+    src_vocab = Vocab.build([list("abc")])
+    tgt_vocab = Vocab.build([list("xy")])
+    pairs = [("abc", "xy"), ("a", "y"), ("abcab", "x")]
+    data = encode_pairs(pairs, src_vocab, tgt_vocab, reverse_source=True, fill_source_to=4)
+    a, b, c = (src_vocab.id(ch) for ch in "abc")
+    assert data.src_NS.tolist() == [
+        [EOS_ID, c, b, a, PAD_ID],
+        [EOS_ID, EOS_ID, EOS_ID, a, PAD_ID],
+        [b, a, c, b, a],  # longer than the width: left as it is
+    ]
+    assert data.src_len_N.tolist() == [4, 4, 5]  # the filler is read, not masked
+    plain = encode_pairs(pairs[:1], src_vocab, tgt_vocab, reverse_source=False, fill_source_to=4)
+    assert plain.src_NS.tolist() == [[a, b, c, EOS_ID]]
+
+
 @pytest.mark.parametrize("bucketing", [False, True])
 def test_every_example_appears_exactly_once_per_epoch(bucketing):
     lengths = torch.randint(1, 30, (1037,), generator=torch.Generator().manual_seed(0))

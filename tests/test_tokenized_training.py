@@ -69,3 +69,31 @@ def test_vocab_command_prepares_the_tokenizer_that_train_reuses(tmp_path, capsys
     assert main(["train", str(tmp_path / "c.yaml"), "--run-dir", str(run), "--no-progress"]) == 0
     assert (model.stat().st_mtime_ns, model.read_bytes()) == before  # reused, not retrained
     assert main(["vocab", str(tmp_path / "c.yaml"), "--run-dir", str(run)]) == 2  # holds a run
+
+
+def test_shared_vocab_and_filler_train_and_translate(tmp_path):
+    pairs = generate("date", 400, seed=4)
+    cfg = validate(
+        {
+            "data": {
+                "generate": {"task": "date", "size": 400, "dev_size": 40, "test_size": 40},
+                "reverse_source": True,
+                "shared_vocab": True,
+                "fill_source_to": 29,
+            },
+            "model": {"encoder": {"hidden_size": 16}, "decoder": {"hidden_size": 16}},
+            "train": {"epochs": 1, "batch_size": 64},
+        },
+        "test",
+        [],
+    )
+    train(cfg, tmp_path / "run", **QUIET)
+    model = jumok.load(tmp_path / "run")
+    assert model.src_vocab.tokens == model.tgt_vocab.tokens  # one list for both sides
+    assert "s" in model.tgt_vocab.tokens and "-" in model.src_vocab.tokens
+    source = pairs[0][0]
+    [result] = model.translate([source])
+    # the filler is read and attended: its columns follow the source's own, every row sums to 1
+    assert result.source_tokens[: len(source)] == list(source)
+    assert result.source_tokens[len(source) :] == ["</s>"] * (29 - len(source))
+    assert all(abs(sum(row) - 1) < 1e-4 for row in result.attention)
