@@ -48,6 +48,9 @@ class BeamOptions:
         coverage_penalty: beta of GNMT's coverage penalty, beta * sum_s log(min(sum_t a_ts, 1)).
         no_repeat_ngram: never emit an n-gram of this size twice in one output (0 = off).
         repetition_penalty: multiply the log-probability of tokens already emitted (>= 1).
+        min_length_ratio: eos is not allowed before ceil(ratio x source length) tokens.
+        max_length_ratio: eos is forced at ceil(ratio x source length) tokens (when below
+            max_length).
     """
 
     beam_size: int = 5
@@ -59,6 +62,8 @@ class BeamOptions:
     coverage_penalty: float = 0.0
     no_repeat_ngram: int = 0
     repetition_penalty: float = 1.0
+    min_length_ratio: float = 0.0
+    max_length_ratio: float | None = None
 
     def __post_init__(self) -> None:
         if self.beam_size < 1 or not 1 <= self.n_best <= self.beam_size:
@@ -101,18 +106,50 @@ def expand(
     return logits_NV.float().log_softmax(-1), state, weights_NS
 
 
-def adjust(logp_NV: Tensor, history_NT: Tensor, step: int, opts: BeamOptions) -> Tensor:
+def length_limits(src_len_B: Tensor, opts: BeamOptions) -> tuple[Tensor, Tensor]:
+    """Each sentence's fewest output tokens and the length at which eos is forced (eos
+    included), from the absolute and the source-length-ratio settings.
+
+    Only ``max_length_ratio`` forces eos; at ``max_length`` itself a hypothesis stops
+    unfinished instead, so the forced length of a sentence without a ratio is past it.
+    """
+    min_B = torch.ceil(src_len_B.double() * opts.min_length_ratio).long()
+    min_B = min_B.clamp(min=opts.min_length)
+    forced_B = torch.full_like(src_len_B, opts.max_length + 1)
+    if opts.max_length_ratio is not None:
+        by_ratio_B = torch.ceil(src_len_B.double() * opts.max_length_ratio).long().clamp(min=1)
+        forced_B = torch.where(by_ratio_B < opts.max_length, by_ratio_B, forced_B)
+    return min_B, forced_B
+
+
+def adjust(
+    logp_NV: Tensor,
+    history_NT: Tensor,
+    step: int,
+    opts: BeamOptions,
+    limits_N: tuple[Tensor, Tensor] | None = None,
+) -> Tensor:
     """Apply the constraints to the log-probabilities of the next token (returns a new tensor).
 
     Args:
         history_NT: the tokens emitted so far by each row (T = step).
         step: how many tokens each row has emitted.
+        limits_N: each row's (fewest, most) output tokens (:func:`length_limits`): eos is
+            blocked before the first and forced at the second.
     """
     logp_NV = logp_NV.clone()
     logp_NV[:, BOS_ID] = -math.inf
     logp_NV[:, PAD_ID] = -math.inf
     if step < opts.min_length:
         logp_NV[:, EOS_ID] = -math.inf
+    if limits_N is not None:
+        min_N, max_N = limits_N
+        logp_NV[step < min_N, EOS_ID] = -math.inf
+        forced_N = step >= max_N - 1
+        if bool(forced_N.any()):
+            eos_N = logp_NV[forced_N, EOS_ID].clamp(min=-1e9)  # stays finite when blocked
+            logp_NV[forced_N] = -math.inf
+            logp_NV[forced_N, EOS_ID] = eos_N
     if opts.repetition_penalty != 1.0 and step > 0:
         seen_NV = torch.zeros_like(logp_NV, dtype=torch.bool).scatter_(1, history_NT, True)
         seen_NV[:, EOS_ID] = False
@@ -261,6 +298,7 @@ def beam_search(
     src_len = src_len_B.tolist()
     sentences = [_Sentence() for _ in range(B)]
     active = list(range(B))
+    limits_N = tuple(x.to(device).repeat_interleave(K) for x in length_limits(src_len_B, opts))
     # Only beam 0 is live at the start, so the first step does not repeat one hypothesis K times.
     scores_N = torch.full((B * K,), -math.inf, device=device)
     scores_N[::K] = 0.0
@@ -276,7 +314,7 @@ def beam_search(
         if history["attention"] is None and weights_NS is not None:
             history["attention"] = torch.zeros(B * K, 0, S, device=device)
         history["step_weights"] = weights_NS
-        logp_NV = adjust(logp_NV, history["tokens"], step, opts)
+        logp_NV = adjust(logp_NV, history["tokens"], step, opts, limits_N)
         last_step = step == opts.max_length - 1
         if last_step:  # out of room: every live hypothesis ends here, unfinished
             _close_unfinished(sentences, active, scores_N, logp_NV, history, src_len, opts)
@@ -304,6 +342,7 @@ def beam_search(
             keep_N = torch.tensor([b * K + k for b in keep for k in range(K)], device=device)
             active = [active[b] for b in keep]
             scores_N, tokens_N = scores_N[keep_N], tokens_N[keep_N]
+            limits_N = (limits_N[0][keep_N], limits_N[1][keep_N])
             state, enc = state.select(keep_N), enc.select(keep_N)
             for key in ("tokens", "logps", "attention"):
                 if history[key] is not None:

@@ -13,7 +13,7 @@ import itertools
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from jumok.errors import DataError, JumokError
 
@@ -83,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, help="most output tokens (default: decode.max_length)")
     p.add_argument(
         "--batch-size", type=int, help="sentences per batch (default: decode.batch_size)"
+    )
+    _decode_arguments(p)
+    p.add_argument(
+        "--plot",
+        type=Path,
+        metavar="DIR",
+        help="write an attention heatmap per input into DIR (the n-best side by side)",
     )
     p.set_defaults(func=cmd_translate)
 
@@ -239,18 +246,88 @@ def read_inputs(source: str) -> list[str]:
     return texts
 
 
+# (flag, decode field, type, help) of every decoding option; defaults come from the run's config.
+DECODE_FLAGS: list[tuple[str, str, Any, str]] = [
+    ("--beam", "beam", int, "beam size K; 1 = greedy search"),
+    (
+        "--n-best",
+        "n_best",
+        int,
+        "hypotheses per input, best first (<= --beam; samples with --sample)",
+    ),
+    ("--length-penalty", "length_penalty", str, "none | gnmt | average"),
+    ("--alpha", "alpha", float, "exponent of the gnmt length penalty"),
+    ("--coverage-penalty", "coverage_penalty", float, "beta of GNMT's coverage penalty"),
+    ("--min-length", "min_length", int, "no eos before this many output tokens"),
+    ("--min-length-ratio", "min_length_ratio", float, "no eos before ratio x source tokens"),
+    ("--max-length-ratio", "max_length_ratio", float, "eos forced at ratio x source tokens"),
+    ("--no-repeat-ngram", "no_repeat_ngram", int, "never repeat an n-gram of this size"),
+    ("--repetition-penalty", "repetition_penalty", float, "penalise tokens already output (>= 1)"),
+    ("--temperature", "temperature", float, "sampling temperature"),
+    ("--top-k", "top_k", int, "sample among the k most likely tokens"),
+    ("--top-p", "top_p", float, "sample among the tokens whose probabilities reach p"),
+    ("--seed", "seed", int, "seed of sampling"),
+    ("--abstain-below", "abstain_below", float, "no reply when the confidence is below this"),
+]
+
+
+def _decode_arguments(p: argparse.ArgumentParser) -> None:
+    """One flag per ``decode.*`` option; unset flags keep the run's config (docs/config.md)."""
+    for flag, name, kind, text in DECODE_FLAGS:
+        choices = ["none", "gnmt", "average"] if name == "length_penalty" else None
+        p.add_argument(flag, dest=name, type=kind, choices=choices, help=f"{text} (decode.{name})")
+    p.add_argument(
+        "--sample",
+        dest="sample",
+        action="store_const",
+        const=True,
+        help="draw --n-best samples instead of searching (decode.sample)",
+    )
+    p.add_argument(
+        "--replace-unk",
+        dest="replace_unk",
+        action="store_const",
+        const=True,
+        help="replace <unk> in the output with the most-attended source token (decode.replace_unk)",
+    )
+
+
+def decode_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The decoding options given on the command line (the others stay as the run has them)."""
+    names = [name for _, name, _, _ in DECODE_FLAGS] + ["sample", "replace_unk"]
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+def format_text(results: list[Translation], n_best: int) -> list[str]:
+    """Text output: one line per input, or with an n-best list, ``INPUT<TAB>RANK<TAB>SCORE<TAB>
+    TEXT`` per hypothesis (input and rank from 1)."""
+    if n_best <= 1:
+        return [r.text for r in results]
+    return [
+        f"{number}\t{rank}\t{h.score:.4f}\t{h.text}"
+        for number, r in enumerate(results, start=1)
+        for rank, h in enumerate(r.hypotheses, start=1)
+    ]
+
+
 def cmd_translate(args: argparse.Namespace) -> int:
     from jumok.translator import load
 
     translator = load(
         args.run_dir, which=args.checkpoint
     )  # a bad run dir fails before stdin is read
+    options = decode_options(args)
+    opts = translator.options(max_length=args.max_length, batch_size=args.batch_size, **options)
+    if args.plot is not None:
+        args.plot.mkdir(parents=True, exist_ok=True)
     texts = read_inputs(args.input)
-    results = translator.translate(texts, max_length=args.max_length, batch_size=args.batch_size)
+    results = translator.translate(
+        texts, max_length=args.max_length, batch_size=args.batch_size, **options
+    )
     if args.format == "jsonl":
         lines = [json.dumps(r.to_dict(), ensure_ascii=False) for r in results]
     else:
-        lines = [r.text for r in results]
+        lines = format_text(results, opts.n_best)
     payload = "".join(line + "\n" for line in lines)
     if args.output == "-":
         sys.stdout.write(payload)
@@ -261,7 +338,31 @@ def cmd_translate(args: argparse.Namespace) -> int:
         atomic_write_text(args.output, payload)
     if args.format == "jsonl":
         _print_attention_summary(results)
+    if args.plot is not None:
+        _plot_translations(args.plot, results)
     return 0
+
+
+def _plot_translations(folder: Path, results: list[Translation]) -> None:
+    """One PNG per input: the attention of each hypothesis side by side."""
+    from jumok.plot import attention_grid
+
+    written = 0
+    for number, r in enumerate(results, start=1):
+        items = [
+            {
+                "attention": h.attention,
+                "source_tokens": r.source_tokens,
+                "tokens": h.tokens,
+                "title": f"#{rank}  {h.score:.2f}  {h.text}"[:60],
+            }
+            for rank, h in enumerate(r.hypotheses, start=1)
+            if h.attention is not None
+        ]
+        if items:
+            attention_grid(folder / f"{number:04d}.png", items, columns=min(len(items), 3))
+            written += 1
+    print(f"wrote {written} attention maps to {folder}", file=sys.stderr)
 
 
 def _print_attention_summary(results: list[Translation]) -> None:

@@ -483,6 +483,97 @@ class DecodeConfig(_Frozen):
         100, gt=0, description="Most output tokens per sentence (eos included)."
     )
     batch_size: int = Field(256, gt=0, description="Sentences decoded together.")
+    beam: int = Field(
+        1,
+        ge=1,
+        description="Beam size. 1 = greedy search, the lecture's decoder (with a constraint "
+        "below set, a beam of one that applies it).",
+    )
+    n_best: int = Field(
+        1,
+        ge=1,
+        description="Hypotheses returned per input, best first (at most decode.beam; with "
+        "decode.sample, the number of samples drawn, duplicates dropped).",
+    )
+    length_penalty: Literal["none", "gnmt", "average"] = Field(
+        "gnmt",
+        description="How beam search ranks finished hypotheses of different lengths: none (sum "
+        "of log-probabilities), gnmt (divided by ((5 + length) / 6) ** alpha, Wu et al. 2016) "
+        "or average (divided by the length).",
+    )
+    alpha: float = Field(1.0, ge=0, description="Exponent of the gnmt length penalty.")
+    coverage_penalty: float = Field(
+        0.0,
+        ge=0,
+        description="beta of GNMT's coverage penalty: adds beta * sum over source tokens of "
+        "log(min(attention received, 1)), favouring hypotheses that attend to every source "
+        "token (needs attention; 0 = off).",
+    )
+    min_length: int = Field(
+        0, ge=0, description="eos is not allowed before this many output tokens."
+    )
+    min_length_ratio: float = Field(
+        0.0,
+        ge=0,
+        description="eos is not allowed before ceil(ratio x source tokens) output tokens.",
+    )
+    max_length_ratio: float | None = Field(
+        None,
+        gt=0,
+        description="A hypothesis ends (eos forced) at ceil(ratio x source tokens) output "
+        "tokens, eos included, when that is below decode.max_length.",
+    )
+    no_repeat_ngram: int = Field(
+        0, ge=0, description="Never output the same n-gram of this size twice (0 = off)."
+    )
+    repetition_penalty: float = Field(
+        1.0,
+        ge=1.0,
+        description="Multiply the log-probability of tokens already output by this (>= 1; "
+        "1 = off).",
+    )
+    sample: bool = Field(
+        False,
+        description="Draw decode.n_best outputs from the model's distribution instead of "
+        "searching (temperature, top_k, top_p, seed).",
+    )
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
+    top_k: int = Field(0, ge=0, description="Sample among the k most likely tokens (0 = all).")
+    top_p: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Sample among the most likely tokens whose probabilities reach p (1 = all).",
+    )
+    seed: int = Field(0, description="Seed of sampling.")
+    replace_unk: bool = Field(
+        False,
+        description="Replace each <unk> in the output with the source token it attends to most "
+        "(needs attention).",
+    )
+
+    abstain_below: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Return no reply (text empty, abstained: true) when the best hypothesis's "
+        "confidence, the geometric mean of its token probabilities, is below this, so a person "
+        "can take over. The hypotheses stay available.",
+    )
+
+    @model_validator(mode="after")
+    def _search_fits(self) -> DecodeConfig:
+        if self.sample and self.beam > 1:
+            raise ValueError(
+                "decode.sample draws outputs and decode.beam searches: set decode.beam: 1 to "
+                "sample, or decode.sample: false to use the beam"
+            )
+        if not self.sample and self.n_best > self.beam:
+            raise ValueError(
+                f"decode.n_best ({self.n_best}) cannot exceed decode.beam ({self.beam}): "
+                f"raise the beam to at least {self.n_best}"
+            )
+        return self
 
 
 class Config(_Frozen):
@@ -565,6 +656,15 @@ def validate(raw: dict[str, Any], source: str = "<config>", overrides: tuple | l
     except ValidationError as err:
         lines = [_describe(e, source, overrides) for e in err.errors()]
         raise ConfigError("\n".join(lines)) from None
+
+
+def format_validation_error(err: ValidationError, source: str, section: str = "") -> str:
+    """Readable lines for a validation error of one section (e.g. ``decode`` options)."""
+    lines = []
+    for error in err.errors():
+        loc = (section, *error["loc"]) if section else error["loc"]
+        lines.append(_describe({**error, "loc": loc}, source, ()))
+    return "\n".join(lines)
 
 
 def config_to_yaml(config: Config) -> str:

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from jumok.model import Seq2Seq
-from jumok.vocab import BOS_ID, EOS_ID
+from jumok.vocab import BOS_ID, EOS_ID, PAD_ID
 
 
 @dataclass
@@ -60,6 +60,8 @@ def greedy(model: Seq2Seq, src_BS: Tensor, src_len_B: Tensor, max_length: int) -
     for _ in range(max_length):
         logits_BV, state, weights_BS = model.decode_step(tokens_B, state, enc)
         logp_BV = logits_BV.float().log_softmax(dim=-1)
+        logp_BV[:, BOS_ID] = -torch.inf  # never an output (as in beam search and sampling)
+        logp_BV[:, PAD_ID] = -torch.inf
         logp_B, tokens_B = logp_BV.max(dim=-1)
         ids.append(tokens_B)
         logprobs.append(logp_B)
@@ -96,3 +98,43 @@ def _collect(
             )
         )
     return hyps
+
+
+def run_search(model: Seq2Seq, src_BS: Tensor, src_len_B: Tensor, opts) -> list[list[Hypothesis]]:
+    """Decode a batch the way ``opts`` (a ``DecodeConfig``) asks: greedy, beam or sampling.
+
+    Greedy search (the lecture's) runs when the beam is 1 and no constraint is set; with a
+    constraint, a beam of one applies it.
+
+    Returns:
+        For each sentence, its hypotheses, best first.
+    """
+    from jumok.beam import BeamOptions, beam_search
+    from jumok.sampling import SamplingOptions, sample
+
+    constraints = BeamOptions(
+        beam_size=opts.beam,
+        n_best=min(opts.n_best, opts.beam),
+        max_length=opts.max_length,
+        min_length=opts.min_length,
+        length_penalty=opts.length_penalty,
+        alpha=opts.alpha,
+        coverage_penalty=opts.coverage_penalty,
+        no_repeat_ngram=opts.no_repeat_ngram,
+        repetition_penalty=opts.repetition_penalty,
+        min_length_ratio=opts.min_length_ratio,
+        max_length_ratio=opts.max_length_ratio,
+    )
+    if opts.sample:
+        drawing = SamplingOptions(opts.n_best, opts.temperature, opts.top_k, opts.top_p, opts.seed)
+        return sample(model, src_BS, src_len_B, drawing, constraints)
+    plain = constraints == BeamOptions(
+        beam_size=1,
+        n_best=1,
+        max_length=opts.max_length,
+        length_penalty=opts.length_penalty,
+        alpha=opts.alpha,
+    )
+    if plain:
+        return [[h] for h in greedy(model, src_BS, src_len_B, opts.max_length)]
+    return beam_search(model, src_BS, src_len_B, constraints)

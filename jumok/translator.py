@@ -7,28 +7,57 @@ trained on reversed input.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 
 from jumok.checkpoint import Checkpoint, load_checkpoint
-from jumok.config import Config
+from jumok.config import Config, DecodeConfig, format_validation_error
 from jumok.data import encoder_order, pad
 from jumok.diagnostics import AttentionDiagnostics, diagnose
-from jumok.errors import DataError, RunDirError
+from jumok.errors import ConfigError, DataError, RunDirError
 from jumok.model import Seq2Seq, build_model
-from jumok.search import greedy
+from jumok.search import Hypothesis, run_search
 from jumok.tokenizers import CharTokenizer, Tokenizer, tokenizers_from_files
-from jumok.vocab import EOS, UNK_ID, Vocab
+from jumok.vocab import EOS, UNK, UNK_ID, Vocab
 
 
 class UnknownTokenWarning(UserWarning):
     """Some input characters are not in the source vocabulary and were mapped to unk."""
+
+
+@dataclass
+class Candidate:
+    """One hypothesis for an input (the n-best list holds several).
+
+    Attributes:
+        text: the output text (detokenized, without special tokens).
+        score: total log-probability of the output tokens (eos included).
+        normalized_score: the score beam search ranked by (length and coverage penalties);
+            None for greedy search and sampling.
+        tokens: output tokens, ending with ``</s>`` when the hypothesis finished.
+        token_logprobs: log-probability of each output token.
+        attention: ``len(tokens)`` rows x source-token columns, original order; None without
+            attention.
+        finished: the model emitted eos within the length limit.
+        confidence: geometric mean of the token probabilities (:func:`confidence`).
+    """
+
+    text: str
+    score: float
+    normalized_score: float | None
+    tokens: list[str]
+    token_logprobs: list[float]
+    attention: list[list[float]] | None
+    finished: bool
+    confidence: float
 
 
 @dataclass
@@ -48,6 +77,9 @@ class Translation:
         source_reversed: the model read the source reversed (``data.reverse_source``), so the
             last token its encoder read is ``source_tokens[0]``, not ``source_tokens[-1]``.
             ``attention`` is in the original order either way.
+        confidence: the best hypothesis's :func:`confidence`.
+        hypotheses: the n-best list, best first; the fields above repeat the first one.
+        abstained: the confidence was below ``decode.abstain_below``: ``text`` is empty.
     """
 
     source: str
@@ -59,6 +91,9 @@ class Translation:
     attention: list[list[float]] | None
     unknown: int
     source_reversed: bool = False
+    confidence: float = 0.0
+    hypotheses: list[Candidate] = field(default_factory=list)
+    abstained: bool = False
 
     def diagnostics(self) -> AttentionDiagnostics | None:
         """Attention diagnostics (:func:`jumok.diagnostics.diagnose`); None without attention.
@@ -76,6 +111,17 @@ class Translation:
         diagnostics = self.diagnostics()
         record["diagnostics"] = None if diagnostics is None else diagnostics.to_dict()
         return record
+
+
+def confidence(token_logprobs: Sequence[float]) -> float:
+    """The geometric mean of the output tokens' probabilities, in [0, 1].
+
+    1 means the model was sure of every token; it does not shrink with length as the total
+    probability does, so one threshold (``--abstain-below``) fits short and long outputs.
+    """
+    if not token_logprobs:
+        return 0.0
+    return math.exp(sum(token_logprobs) / len(token_logprobs))
 
 
 class Translator:
@@ -116,17 +162,33 @@ class Translator:
         return cls(model, ckpt.config, ckpt.src_vocab, ckpt.tgt_vocab, device, tokenizers)
 
     def translate(
-        self, texts: Sequence[str], max_length: int | None = None, batch_size: int | None = None
+        self,
+        texts: Sequence[str],
+        max_length: int | None = None,
+        batch_size: int | None = None,
+        **options: Any,
     ) -> list[Translation]:
-        """Translate each text (greedy search).
+        """Translate each text.
+
+        Args:
+            max_length, batch_size, **options: any ``decode.*`` field for this call (e.g.
+                ``beam=5, n_best=3``); the run's ``decode`` section gives the rest.
+
+        Returns:
+            One :class:`Translation` per text, in order; its ``hypotheses`` hold the n-best.
 
         Raises:
             DataError: a text is empty.
+            ConfigError: an option is unknown or out of range.
         """
         if isinstance(texts, str):
             raise TypeError("translate() takes a list of strings; wrap a single text in a list")
-        max_length = max_length or self.config.decode.max_length
-        batch_size = batch_size or self.config.decode.batch_size
+        opts = self.options(max_length=max_length, batch_size=batch_size, **options)
+        if opts.replace_unk and self.config.model.attention == "none":
+            raise ConfigError(
+                "decode.replace_unk: this model has no attention (model.attention: none) to "
+                "point at a source token; turn replace_unk off"
+            )
         reverse = self.config.data.reverse_source
         src_tokens = [self.src_tok.tokenize(t) for t in texts]
         for number, tokens in enumerate(src_tokens, start=1):
@@ -139,31 +201,76 @@ class Translator:
         # Decode in order of length so that batches carry little padding; restore order after.
         order = sorted(range(len(texts)), key=lambda i: len(encoded[i].ids))
         results: list[Translation | None] = [None] * len(texts)
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            fill = self.config.data.fill_source_to
+        fill = self.config.data.fill_source_to
+        for start in range(0, len(order), opts.batch_size):
+            chunk = order[start : start + opts.batch_size]
             rows = [encoder_order(encoded[i].ids, reverse, fill) for i in chunk]
             src_BS = pad(rows).to(self.device)
             src_len_B = torch.tensor([len(r) for r in rows], device=self.device)
-            hyps = greedy(self.model, src_BS, src_len_B, max_length)
-            for i, row, hyp in zip(chunk, rows, hyps, strict=True):
-                attention_TS = hyp.attention_TS
-                if attention_TS is not None and reverse:
-                    attention_TS = attention_TS.flip(-1)
-                tokens = self.tgt_vocab.decode(hyp.token_ids)
+            found = run_search(self.model, src_BS, src_len_B, opts)
+            for i, row, hyps in zip(chunk, rows, found, strict=True):
+                # data.fill_source_to's filler is read and attended to: it has columns too
+                shown = src_tokens[i] + [EOS] * (len(row) - len(src_tokens[i]))
+                candidates = [self._candidate(h, shown, reverse, opts) for h in hyps]
+                best = candidates[0]
+                abstained = opts.abstain_below is not None and best.confidence < opts.abstain_below
                 results[i] = Translation(
                     source=texts[i],
-                    text=self.tgt_tok.detokenize(tokens),
-                    score=hyp.score,
-                    tokens=tokens,
-                    token_logprobs=hyp.token_logprobs,
-                    # data.fill_source_to's filler is read and attended to: it has columns too
-                    source_tokens=src_tokens[i] + [EOS] * (len(row) - len(src_tokens[i])),
-                    attention=None if attention_TS is None else attention_TS.tolist(),
+                    text="" if abstained else best.text,
+                    score=best.score,
+                    tokens=best.tokens,
+                    token_logprobs=best.token_logprobs,
+                    source_tokens=shown,
+                    attention=best.attention,
                     unknown=encoded[i].unknown,
                     source_reversed=reverse,
+                    confidence=best.confidence,
+                    hypotheses=candidates,
+                    abstained=abstained,
                 )
         return [r for r in results if r is not None]
+
+    def options(self, **updates: Any) -> DecodeConfig:
+        """The run's ``decode`` settings with ``updates`` (None values are ignored), validated."""
+        known = DecodeConfig.model_fields
+        unknown = [k for k in updates if k not in known]
+        if unknown:
+            raise ConfigError(
+                f"unknown decoding option(s) {', '.join(unknown)}; expected one of "
+                f"{', '.join(known)}"
+            )
+        merged = {
+            **self.config.decode.model_dump(),
+            **{k: v for k, v in updates.items() if v is not None},
+        }
+        try:
+            return DecodeConfig.model_validate(merged)
+        except ValidationError as err:
+            raise ConfigError(format_validation_error(err, "decoding options", "decode")) from None
+
+    def _candidate(
+        self, hyp: Hypothesis, source_tokens: list[str], reverse: bool, opts: DecodeConfig
+    ) -> Candidate:
+        attention_TS = hyp.attention_TS
+        if attention_TS is not None and reverse:
+            attention_TS = attention_TS.flip(-1)
+        tokens = self.tgt_vocab.decode(hyp.token_ids)
+        attention = None if attention_TS is None else attention_TS.tolist()
+        if opts.replace_unk and attention is not None:
+            tokens = [
+                source_tokens[max(range(len(row)), key=row.__getitem__)] if tok == UNK else tok
+                for tok, row in zip(tokens, attention, strict=True)
+            ]
+        return Candidate(
+            text=self.tgt_tok.detokenize(tokens),
+            score=hyp.score,
+            normalized_score=hyp.normalized_score,
+            tokens=tokens,
+            token_logprobs=hyp.token_logprobs,
+            attention=attention,
+            finished=hyp.finished,
+            confidence=confidence(hyp.token_logprobs),
+        )
 
     def _warn_unknown(self, src_tokens: list[list[str]], encoded: list) -> None:
         total = sum(e.unknown for e in encoded)

@@ -1,0 +1,199 @@
+"""Decoding options end to end: sampling, length limits, n-best through the Python API and the
+command line, unknown-word replacement, confidence and abstaining, option errors."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from conftest import SRC_V, TGT_V, random_batch, tiny_model_config
+from test_train import QUIET, small_config
+
+import jumok
+from jumok.beam import BeamOptions, adjust, beam_search, length_limits
+from jumok.cli import main
+from jumok.errors import ConfigError
+from jumok.model import build_model
+from jumok.sampling import SamplingOptions, filter_logits, sample
+from jumok.search import Hypothesis, greedy
+from jumok.translator import confidence
+from jumok.train import train
+from jumok.vocab import EOS_ID, UNK_ID
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(7)
+    return build_model(tiny_model_config(), SRC_V, TGT_V).eval()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("decoding") / "run"
+    train(small_config("train.epochs=2"), path, **QUIET)
+    return path
+
+
+# ------------------------------------------------------------------------------- the pieces
+def test_top_k_and_top_p_keep_what_they_should_by_hand():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    kept = lambda out: torch.isfinite(out[0]).tolist()  # noqa: E731
+    assert kept(filter_logits(logits, top_k=2, top_p=1.0)) == [True, True, False, False]
+    # cumulative 0.5, 0.8, 0.95: p = 0.8 needs the first two, p = 0.81 the first three
+    assert kept(filter_logits(logits, top_k=0, top_p=0.8)) == [True, True, False, False]
+    assert kept(filter_logits(logits, top_k=0, top_p=0.81)) == [True, True, True, False]
+    assert kept(filter_logits(logits, top_k=0, top_p=0.1)) == [True, False, False, False]
+    shuffled = logits[:, [2, 0, 3, 1]]  # the order of the vocabulary does not matter
+    assert kept(filter_logits(shuffled, top_k=0, top_p=0.8)) == [False, True, False, True]
+
+
+def test_sampling_is_seeded_distinct_sorted_and_cold_sampling_is_greedy(model):
+    src, src_len, _ = random_batch(B=3, S=6, seed=2)
+    limits = BeamOptions(beam_size=1, max_length=8)
+    draw = lambda seed, **kw: sample(
+        model, src, src_len, SamplingOptions(6, seed=seed, **kw), limits
+    )  # noqa: E731
+    first, again, other = draw(1), draw(1), draw(2)
+    assert [[h.token_ids for h in s] for s in first] == [[h.token_ids for h in s] for s in again]
+    assert [[h.token_ids for h in s] for s in first] != [[h.token_ids for h in s] for s in other]
+    for hyps in first:
+        ids = [tuple(h.token_ids) for h in hyps]
+        assert len(ids) == len(set(ids)) and 1 <= len(ids) <= 6
+        assert [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
+        for h in hyps:  # scores are the model's own log-probabilities
+            assert h.score == pytest.approx(sum(h.token_logprobs))
+    cold = draw(3, temperature=1e-4)
+    expected = greedy(model, src, src_len, max_length=8)
+    for hyps, g in zip(cold, expected, strict=True):
+        assert [h.token_ids for h in hyps] == [g.token_ids]
+
+
+def test_length_limits_by_hand_and_forced_eos():
+    opts = BeamOptions(max_length=10, min_length=2, min_length_ratio=0.5, max_length_ratio=1.5)
+    min_B, forced_B = length_limits(torch.tensor([2, 6, 9]), opts)
+    assert min_B.tolist() == [2, 3, 5]
+    assert forced_B.tolist() == [3, 9, 11]  # 14 is past max_length: no forcing, 11 = never
+    logp = torch.full((3, 6), -1.0)
+    out = adjust(logp, torch.zeros(3, 2, dtype=torch.long), 2, opts, (min_B, forced_B))
+    assert torch.isfinite(out[0]).tolist() == [False, False, True, False, False, False]  # forced
+    assert out[1, EOS_ID] == -math.inf and out[2, EOS_ID] == -math.inf  # too early for eos
+
+
+def test_beam_respects_the_ratio_limits(model):
+    src, src_len, _ = random_batch(B=4, S=6, seed=4)
+    opts = BeamOptions(beam_size=3, n_best=3, max_length=30, max_length_ratio=0.5)
+    for hyps, n in zip(beam_search(model, src, src_len, opts), src_len.tolist(), strict=True):
+        for h in hyps:
+            assert len(h.token_ids) <= math.ceil(0.5 * n)
+    opts = BeamOptions(beam_size=3, n_best=2, max_length=30, min_length_ratio=2.0)
+    for hyps, n in zip(beam_search(model, src, src_len, opts), src_len.tolist(), strict=True):
+        for h in hyps:
+            assert len(h.token_ids) >= math.ceil(2.0 * n) or not h.finished
+
+
+def test_confidence_is_the_geometric_mean_of_token_probabilities():
+    assert confidence([math.log(0.5), math.log(0.5)]) == pytest.approx(0.5)
+    assert confidence([math.log(0.9), math.log(0.4)]) == pytest.approx(0.6)
+    assert confidence([]) == 0.0
+
+
+# ------------------------------------------------------------------------------ the Python API
+def test_n_best_through_the_api(run_dir):
+    translator = jumok.load(run_dir)
+    [greedy_result] = translator.translate(["september 27, 1994"])
+    [result] = translator.translate(["september 27, 1994"], beam=4, n_best=3, max_length=14)
+    assert len(result.hypotheses) == 3
+    texts = [h.tokens for h in result.hypotheses]
+    assert len({tuple(t) for t in texts}) == 3  # distinct
+    normalized = [h.normalized_score for h in result.hypotheses]
+    assert normalized == sorted(normalized, reverse=True)
+    assert result.text == result.hypotheses[0].text and result.score == result.hypotheses[0].score
+    for h in result.hypotheses:
+        assert len(h.attention) == len(h.tokens)
+        assert all(len(row) == len(result.source_tokens) for row in h.attention)
+        assert all(abs(sum(row) - 1) < 1e-4 for row in h.attention)
+        assert h.score == pytest.approx(sum(h.token_logprobs), abs=1e-4)
+        assert 0 < h.confidence <= 1
+    # a beam of 4 never ranks below greedy on the model's own normalised score
+    assert greedy_result.hypotheses[0].normalized_score is None
+
+
+def test_sampling_through_the_api_is_reproducible(run_dir):
+    translator = jumok.load(run_dir)
+    inputs = ["9/27/94", "Sep 27, 1994"]
+    a = translator.translate(inputs, sample=True, n_best=4, temperature=1.5, top_k=5, seed=3)
+    b = translator.translate(inputs, sample=True, n_best=4, temperature=1.5, top_k=5, seed=3)
+    assert [[h.text for h in r.hypotheses] for r in a] == [
+        [h.text for h in r.hypotheses] for r in b
+    ]
+
+
+def test_abstaining_returns_no_text_but_keeps_the_hypotheses(run_dir):
+    translator = jumok.load(run_dir)
+    [kept] = translator.translate(["9/27/94"])
+    [quiet] = translator.translate(["9/27/94"], abstain_below=min(1.0, kept.confidence + 1e-6))
+    assert quiet.abstained and quiet.text == "" and quiet.hypotheses[0].text == kept.text
+    [spoke] = translator.translate(["9/27/94"], abstain_below=kept.confidence / 2)
+    assert not spoke.abstained and spoke.text == kept.text
+
+
+def test_replace_unk_takes_the_most_attended_source_token(run_dir):
+    translator = jumok.load(run_dir)
+    opts = translator.options(replace_unk=True)
+    hyp = Hypothesis(
+        token_ids=[4, UNK_ID, EOS_ID],
+        score=-1.0,
+        token_logprobs=[-0.5, -0.3, -0.2],
+        attention_TS=torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [0.3, 0.4, 0.3]]),
+        finished=True,
+    )
+    plain = translator._candidate(hyp, ["a", "b", "c"], False, translator.options())
+    replaced = translator._candidate(hyp, ["a", "b", "c"], False, opts)
+    assert plain.tokens[1] == "<unk>" and replaced.tokens[1] == "c"
+    # reversed models: the attention is flipped back to the original order first
+    flipped = translator._candidate(hyp, ["a", "b", "c"], True, opts)
+    assert flipped.tokens[1] == "a"
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"beem": 3}, "unknown decoding option(s) beem"),
+        ({"beam": 2, "n_best": 3}, "decode.n_best (3) cannot exceed decode.beam (2)"),
+        ({"beam": 0}, "decode.beam"),
+        ({"sample": True, "beam": 3}, "set decode.beam: 1 to sample"),
+        ({"top_p": 1.5}, "decode.top_p"),
+    ],
+)
+def test_bad_options_name_the_field(run_dir, options, expected):
+    with pytest.raises(ConfigError, match=expected.replace("(", r"\(").replace(")", r"\)")):
+        jumok.load(run_dir).translate(["9/27/94"], **options)
+
+
+# ---------------------------------------------------------------------------- the command line
+def test_cli_n_best_text_jsonl_and_plot(run_dir, tmp_path, capsys):
+    inputs = tmp_path / "in.txt"
+    inputs.write_text("september 27, 1994\n9/27/94\n", encoding="utf-8")
+    args = ["translate", str(run_dir), "--input", str(inputs), "--beam", "3", "--n-best", "2"]
+    assert main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[:2] for line in lines] == [
+        ["1", "1"],
+        ["1", "2"],
+        ["2", "1"],
+        ["2", "2"],
+    ]
+    assert main([*args, "--format", "jsonl", "--plot", str(tmp_path / "maps")]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [len(r["hypotheses"]) for r in records] == [2, 2]
+    assert {"text", "score", "tokens", "token_logprobs", "attention", "confidence"} <= set(
+        records[0]["hypotheses"][0]
+    )
+    assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == ["0001.png", "0002.png"]
+
+
+def test_cli_rejects_a_bad_option_before_reading_input(run_dir, capsys):
+    assert main(["translate", str(run_dir), "--beam", "2", "--n-best", "5"]) != 0
+    assert "decode.n_best (5) cannot exceed decode.beam (2)" in capsys.readouterr().err
