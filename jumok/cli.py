@@ -1,6 +1,6 @@
 """The ``jumok`` command line; the only module that reads ``sys.argv``.
 
-Subcommands: ``train``, ``translate``, ``demo``, ``ladder``, ``data check``. Any
+Subcommands: ``train``, ``vocab``, ``translate``, ``average``, ``demo``, ``ladder``, ``data check``. Any
 :class:`~jumok.errors.JumokError` is printed as one line ``jumok: error: ...`` with exit status 2;
 nothing already on disk is changed.
 """
@@ -64,7 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="decode text with a trained run",
         description="Read one input per line and write the model's output for each.",
     )
-    p.add_argument("run_dir", type=Path, help="a run directory (or a .safetensors checkpoint)")
+    p.add_argument(
+        "run_dir",
+        type=Path,
+        nargs="+",
+        help="a run directory (or a .safetensors checkpoint); several decode as an ensemble "
+        "(the average of their probabilities)",
+    )
     p.add_argument(
         "--input", default="-", help="input file, one text per line; '-' = stdin (default)"
     )
@@ -92,6 +98,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="write an attention heatmap per input into DIR (the n-best side by side)",
     )
     p.set_defaults(func=cmd_translate)
+
+    p = sub.add_parser(
+        "average",
+        help="average the weights of checkpoints of one model",
+        description="Write the element-wise mean of the weights of several checkpoints of the "
+        "same model (same config and vocabularies), e.g. the last few of one run, to a new "
+        "checkpoint that jumok translate reads like any other.",
+    )
+    p.add_argument("checkpoints", type=Path, nargs="+", help="checkpoints or run directories")
+    p.add_argument("--out", type=Path, required=True, help="the new checkpoint (must not exist)")
+    p.add_argument(
+        "--checkpoint",
+        choices=["best", "last"],
+        default="best",
+        help="which checkpoint of a run directory",
+    )
+    p.set_defaults(func=cmd_average)
 
     p = sub.add_parser(
         "demo",
@@ -320,6 +343,11 @@ def cmd_translate(args: argparse.Namespace) -> int:
     opts = translator.options(max_length=args.max_length, batch_size=args.batch_size, **options)
     if args.plot is not None:
         args.plot.mkdir(parents=True, exist_ok=True)
+    if args.input == "-" and args.output == "-" and sys.stdin.isatty():
+        from jumok.console import interactive
+
+        interactive(translator, {"max_length": args.max_length, "batch_size": 1, **options})
+        return 0
     texts = read_inputs(args.input)
     results = translator.translate(
         texts, max_length=args.max_length, batch_size=args.batch_size, **options
@@ -372,6 +400,16 @@ def _print_attention_summary(results: list[Translation]) -> None:
     found = [d for d in (r.diagnostics() for r in results) if d is not None]
     if found:
         print(format_summary(summarize(found)), file=sys.stderr)
+
+
+def cmd_average(args: argparse.Namespace) -> int:
+    from jumok.ensemble import average_checkpoints
+    from jumok.translator import resolve_checkpoint
+
+    paths = [resolve_checkpoint(path, args.checkpoint) for path in args.checkpoints]
+    average_checkpoints(paths, args.out)
+    print(f"wrote the average of {len(paths)} checkpoints to {args.out}")
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -149,17 +149,29 @@ class Translator:
         self.src_vocab = src_vocab
         self.tgt_vocab = tgt_vocab
         self.src_tok, self.tgt_tok = tokenizers or (CharTokenizer(), CharTokenizer())
+        self.has_attention = config.model.attention != "none"
 
     @classmethod
     def from_checkpoint(cls, ckpt: Checkpoint, device: str | torch.device = "cpu") -> Translator:
-        model = build_model(ckpt.config.model, len(ckpt.src_vocab), len(ckpt.tgt_vocab))
-        try:
-            model.load_state_dict(ckpt.state_dict)
-        except RuntimeError as err:
-            raise RunDirError(f"checkpoint weights do not fit its own config: {err}") from None
         tk = ckpt.config.data.tokenizer
         tokenizers = tokenizers_from_files(tk.kind, tk.joint, ckpt.files)
-        return cls(model, ckpt.config, ckpt.src_vocab, ckpt.tgt_vocab, device, tokenizers)
+        return cls(
+            model_from(ckpt), ckpt.config, ckpt.src_vocab, ckpt.tgt_vocab, device, tokenizers
+        )
+
+    @classmethod
+    def from_checkpoints(
+        cls, checkpoints: Sequence[Checkpoint], names: Sequence[str], device: str | torch.device
+    ) -> Translator:
+        """An ensemble (:class:`jumok.ensemble.Ensemble`) decoding with the first run's settings."""
+        from jumok.ensemble import Ensemble, check_compatible
+
+        check_compatible(checkpoints, names)
+        first = checkpoints[0]
+        translator = cls.from_checkpoint(first, device)
+        translator.model = Ensemble([model_from(c) for c in checkpoints]).to(device).eval()
+        translator.has_attention = any(c.config.model.attention != "none" for c in checkpoints)
+        return translator
 
     def translate(
         self,
@@ -184,7 +196,7 @@ class Translator:
         if isinstance(texts, str):
             raise TypeError("translate() takes a list of strings; wrap a single text in a list")
         opts = self.options(max_length=max_length, batch_size=batch_size, **options)
-        if opts.replace_unk and self.config.model.attention == "none":
+        if opts.replace_unk and not self.has_attention:
             raise ConfigError(
                 "decode.replace_unk: this model has no attention (model.attention: none) to "
                 "point at a source token; turn replace_unk off"
@@ -307,8 +319,34 @@ def resolve_checkpoint(run_dir: str | Path, which: str = "best") -> Path:
     )
 
 
+def model_from(ckpt: Checkpoint) -> Seq2Seq:
+    """The model a checkpoint describes, with its weights."""
+    model = build_model(ckpt.config.model, len(ckpt.src_vocab), len(ckpt.tgt_vocab))
+    try:
+        model.load_state_dict(ckpt.state_dict)
+    except RuntimeError as err:
+        raise RunDirError(f"checkpoint weights do not fit its own config: {err}") from None
+    return model
+
+
 def load(
-    run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu"
+    run_dir: str | Path | Sequence[str | Path],
+    which: str = "best",
+    device: str | torch.device = "cpu",
 ) -> Translator:
-    """Load a trained run for decoding: ``jumok.load("runs/date").translate(["Sep 27, 1994"])``."""
-    return Translator.from_checkpoint(load_checkpoint(resolve_checkpoint(run_dir, which)), device)
+    """Load a trained run for decoding: ``jumok.load("runs/date").translate(["Sep 27, 1994"])``.
+
+    Given several run directories (a list), the result decodes with their ensemble: the average
+    of their probabilities at every step (:mod:`jumok.ensemble`).
+    """
+    if isinstance(run_dir, (str, Path)):
+        return Translator.from_checkpoint(
+            load_checkpoint(resolve_checkpoint(run_dir, which)), device
+        )
+    paths = [resolve_checkpoint(r, which) for r in run_dir]
+    if not paths:
+        raise RunDirError("no run directory given")
+    if len(paths) == 1:
+        return Translator.from_checkpoint(load_checkpoint(paths[0]), device)
+    checkpoints = [load_checkpoint(p) for p in paths]
+    return Translator.from_checkpoints(checkpoints, [str(r) for r in run_dir], device)

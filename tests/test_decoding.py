@@ -18,8 +18,8 @@ from jumok.errors import ConfigError
 from jumok.model import build_model
 from jumok.sampling import SamplingOptions, filter_logits, sample
 from jumok.search import Hypothesis, greedy
-from jumok.translator import confidence
 from jumok.train import train
+from jumok.translator import confidence
 from jumok.vocab import EOS_ID, UNK_ID
 
 
@@ -52,9 +52,10 @@ def test_top_k_and_top_p_keep_what_they_should_by_hand():
 def test_sampling_is_seeded_distinct_sorted_and_cold_sampling_is_greedy(model):
     src, src_len, _ = random_batch(B=3, S=6, seed=2)
     limits = BeamOptions(beam_size=1, max_length=8)
-    draw = lambda seed, **kw: sample(
-        model, src, src_len, SamplingOptions(6, seed=seed, **kw), limits
-    )  # noqa: E731
+
+    def draw(seed, **kw):
+        return sample(model, src, src_len, SamplingOptions(6, seed=seed, **kw), limits)
+
     first, again, other = draw(1), draw(1), draw(2)
     assert [[h.token_ids for h in s] for s in first] == [[h.token_ids for h in s] for s in again]
     assert [[h.token_ids for h in s] for s in first] != [[h.token_ids for h in s] for s in other]
@@ -197,3 +198,102 @@ def test_cli_n_best_text_jsonl_and_plot(run_dir, tmp_path, capsys):
 def test_cli_rejects_a_bad_option_before_reading_input(run_dir, capsys):
     assert main(["translate", str(run_dir), "--beam", "2", "--n-best", "5"]) != 0
     assert "decode.n_best (5) cannot exceed decode.beam (2)" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------- ensembles and averaging
+def test_an_ensemble_of_one_model_equals_the_model(model):
+    from jumok.ensemble import Ensemble
+
+    src, src_len, _ = random_batch(B=4, S=6, seed=8)
+    opts = BeamOptions(beam_size=3, n_best=2, max_length=9)
+    alone = beam_search(model, src, src_len, opts)
+    ensembled = beam_search(Ensemble([model]), src, src_len, opts)
+    for a, e in zip(alone, ensembled, strict=True):
+        assert [h.token_ids for h in a] == [h.token_ids for h in e]
+        assert [h.score for h in a] == pytest.approx([h.score for h in e], abs=1e-5)
+        for ha, he in zip(a, e, strict=True):
+            torch.testing.assert_close(ha.attention_TS, he.attention_TS)
+
+
+def test_an_ensemble_averages_probabilities_not_logits(model):
+    from jumok.ensemble import Ensemble
+
+    torch.manual_seed(8)
+    other = build_model(tiny_model_config(), SRC_V, TGT_V).eval()
+    src, src_len, _ = random_batch(B=2, S=5, seed=9)
+    tokens = torch.full((2,), 1)
+    ens = Ensemble([model, other])
+    logp, _, weights = ens.decode_step(
+        tokens, ens.encode(src, src_len).state, ens.encode(src, src_len)
+    )
+    probs = [
+        m.decode_step(tokens, m.encode(src, src_len).state, m.encode(src, src_len))[0].softmax(-1)
+        for m in (model, other)
+    ]
+    torch.testing.assert_close(logp.exp(), (probs[0] + probs[1]) / 2)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2))
+
+
+def test_ensemble_from_the_command_line_and_average_of_identical_checkpoints(
+    run_dir, tmp_path, capsys
+):
+    from jumok.checkpoint import load_checkpoint
+
+    inputs = tmp_path / "in.txt"
+    inputs.write_text("september 27, 1994\n9/27/94\n", encoding="utf-8")
+    assert main(["translate", str(run_dir), "--input", str(inputs)]) == 0
+    single = capsys.readouterr().out
+    assert main(["translate", str(run_dir), str(run_dir), "--input", str(inputs)]) == 0
+    assert capsys.readouterr().out == single  # two copies of one model = the model
+    out = tmp_path / "avg.safetensors"
+    best = run_dir / "best.safetensors"
+    assert main(["average", str(best), str(best), str(best), "--out", str(out)]) == 0
+    original, averaged = load_checkpoint(best), load_checkpoint(out)
+    for key, value in original.state_dict.items():
+        torch.testing.assert_close(averaged.state_dict[key], value)
+    assert averaged.info["averaged"] == [str(best)] * 3
+    before = out.read_bytes()
+    assert main(["average", str(best), "--out", str(out)]) != 0  # never overwrites
+    assert "exists" in capsys.readouterr().err and out.read_bytes() == before
+
+
+def test_averaging_two_runs_gives_the_mean_and_mismatched_runs_are_named(run_dir, tmp_path):
+    from jumok.checkpoint import load_checkpoint
+    from jumok.ensemble import average_checkpoints
+
+    other = tmp_path / "other"
+    train(small_config("train.epochs=1", "train.seed=5"), other, **QUIET)
+    a, b = run_dir / "best.safetensors", other / "best.safetensors"
+    mean = average_checkpoints([a, b], tmp_path / "mean.safetensors")
+    for key, value in load_checkpoint(a).state_dict.items():
+        expected = (value + load_checkpoint(b).state_dict[key]) / 2
+        torch.testing.assert_close(mean.state_dict[key], expected)
+    wide = tmp_path / "wide"
+    train(
+        small_config(
+            "train.epochs=1", "model.decoder.hidden_size=16", "model.encoder.hidden_size=16"
+        ),
+        wide,
+        **QUIET,
+    )
+    with pytest.raises(ConfigError, match="model section differs"):
+        average_checkpoints([a, wide / "best.safetensors"], tmp_path / "bad.safetensors")
+    reversed_run = tmp_path / "reversed"
+    train(small_config("train.epochs=1", "data.reverse_source=false"), reversed_run, **QUIET)
+    with pytest.raises(ConfigError, match="data.reverse_source"):
+        jumok.load([run_dir, reversed_run])
+
+
+# ------------------------------------------------------------------------------- interactive
+def test_interactive_prints_the_n_best_and_the_attention_as_text(run_dir):
+    import io
+
+    from jumok.console import interactive, text_attention
+
+    view = text_attention(["a", "b"], ["x", "</s>"], [[0.9, 0.1], [0.0, 1.0]])
+    assert view.splitlines()[1].endswith("<- a 0.90") and "█" in view.splitlines()[2]
+    lines = iter(["9/27/94", "", ""])
+    out = io.StringIO()
+    interactive(jumok.load(run_dir), {"beam": 3, "n_best": 2}, read=lambda _: next(lines), out=out)
+    text = out.getvalue()
+    assert "1. " in text and "2. " in text and "confidence" in text and "<- " in text
