@@ -1,6 +1,6 @@
 """The ``jumok`` command line; the only module that reads ``sys.argv``.
 
-Subcommands: ``train``, ``vocab``, ``translate``, ``average``, ``demo``, ``ladder``, ``data check``. Any
+Subcommands: ``train``, ``vocab``, ``translate``, ``eval``, ``average``, ``demo``, ``ladder``, ``data check``. Any
 :class:`~jumok.errors.JumokError` is printed as one line ``jumok: error: ...`` with exit status 2;
 nothing already on disk is changed.
 """
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jumok.errors import DataError, JumokError
+from jumok.readers import read_lines as read_inputs
 
 if TYPE_CHECKING:
     from jumok.translator import Translation
@@ -98,6 +99,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="write an attention heatmap per input into DIR (the n-best side by side)",
     )
     p.set_defaults(func=cmd_translate)
+
+    p = sub.add_parser(
+        "eval",
+        help="score a run on a source file against references (BLEU, chrF, TER, ...)",
+        description="Translate --src and score it against --ref: BLEU, chrF and TER "
+        "(sacrebleu), exact match, token accuracy, distinct-1/2 and the share of the most "
+        "frequent output. Writes report.json, report.md (with the sacrebleu signatures, every "
+        "decoding setting, file hashes, versions and the command that reproduces it) and "
+        "hypotheses.txt. Several run directories decode as an ensemble.",
+    )
+    p.add_argument("run_dir", type=Path, nargs="+", help="run directories (or checkpoints)")
+    p.add_argument("--src", type=Path, required=True, help="source file, one text per line")
+    p.add_argument("--ref", type=Path, required=True, help="reference file, one per line")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="report folder (default: RUN_DIR/evals/SRCNAME-TIMESTAMP); must not hold a report",
+    )
+    p.add_argument(
+        "--checkpoint", choices=["best", "last"], default="best", help="which checkpoint"
+    )
+    p.add_argument("--max-length", type=int, help="most output tokens (default: decode.max_length)")
+    p.add_argument(
+        "--batch-size", type=int, help="sentences per batch (default: decode.batch_size)"
+    )
+    _decode_arguments(p)
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser(
         "average",
@@ -245,30 +273,6 @@ def cmd_vocab(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_inputs(source: str) -> list[str]:
-    """Lines of a file or stdin; an empty line or bad UTF-8 is an error naming the line."""
-    name = "<stdin>" if source == "-" else source
-    try:
-        raw = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{name}: input file not found") from None
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
-    lines = raw.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    texts = []
-    for number, line in enumerate(lines, start=1):
-        try:
-            text = line.rstrip(b"\r").decode("utf-8")
-        except UnicodeDecodeError:
-            raise DataError(f"{name}:{number}: not valid UTF-8") from None
-        if not text.strip():
-            raise DataError(f"{name}:{number}: empty line; expected one text to translate per line")
-        texts.append(text)
-    return texts
-
-
 # (flag, decode field, type, help) of every decoding option; defaults come from the run's config.
 DECODE_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--beam", "beam", int, "beam size K; 1 = greedy search"),
@@ -400,6 +404,30 @@ def _print_attention_summary(results: list[Translation]) -> None:
     found = [d for d in (r.diagnostics() for r in results) if d is not None]
     if found:
         print(format_summary(summarize(found)), file=sys.stderr)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from jumok.errors import RunDirError
+    from jumok.evaluation import evaluate_files, format_report, write_report
+
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    first = args.run_dir[0] if args.run_dir[0].is_dir() else args.run_dir[0].parent
+    out = args.out or first / "evals" / f"{args.src.stem}-{stamp}"
+    if out.exists() and any(out.iterdir()):  # before the work, not after
+        raise RunDirError(
+            f"{out}: exists and is not empty; nothing was changed. Choose a new --out"
+        )
+    options = {
+        "max_length": args.max_length,
+        "batch_size": args.batch_size,
+        **decode_options(args),
+    }
+    options = {k: v for k, v in options.items() if v is not None}
+    report, outputs = evaluate_files(args.run_dir, args.src, args.ref, options, args.checkpoint)
+    write_report(out, report, outputs)
+    sys.stdout.write(format_report(report))
+    print(f"wrote {out}/report.json, report.md and hypotheses.txt")
+    return 0
 
 
 def cmd_average(args: argparse.Namespace) -> int:

@@ -51,3 +51,25 @@ def chrf(hyps: Sequence[str], refs: Sequence[str]) -> float:
     import sacrebleu
 
     return float(sacrebleu.corpus_chrf(list(hyps), [list(refs)]).score)
+
+
+def distinct_n(outputs: Sequence[str], n: int) -> float:
+    """Distinct-n (Li et al. 2016): distinct word n-grams / all word n-grams over the outputs,
+    in [0, 1]. Words are split on whitespace. 0 when there is no n-gram at all."""
+    grams = [
+        tuple(words[i : i + n])
+        for words in (text.split() for text in outputs)
+        for i in range(len(words) - n + 1)
+    ]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def top_output_share(outputs: Sequence[str]) -> tuple[float, str]:
+    """The share of the most frequent output and that output: 1.0 means the same answer to
+    everything."""
+    if not outputs:
+        return 0.0, ""
+    from collections import Counter
+
+    text, count = Counter(outputs).most_common(1)[0]
+    return count / len(outputs), text

@@ -25,6 +25,7 @@ import difflib
 import itertools
 import json
 import random
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -525,3 +526,29 @@ def shuffled_stream(items: Iterable[T], buffer_size: int, seed: int) -> Iterator
         buffer[i] = item
     rng.shuffle(buffer)
     yield from buffer
+
+
+# ---------------------------------------------------------------------------------- lines
+def read_lines(source: str | Path) -> list[str]:
+    """Lines of a file or stdin; an empty line or bad UTF-8 is an error naming the line."""
+    source = str(source)
+    name = "<stdin>" if source == "-" else source
+    try:
+        raw = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{name}: input file not found") from None
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    lines = raw.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    texts = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            text = line.rstrip(b"\r").decode("utf-8")
+        except UnicodeDecodeError:
+            raise DataError(f"{name}:{number}: not valid UTF-8") from None
+        if not text.strip():
+            raise DataError(f"{name}:{number}: empty line; expected one text per line")
+        texts.append(text)
+    return texts

@@ -297,3 +297,58 @@ def test_interactive_prints_the_n_best_and_the_attention_as_text(run_dir):
     interactive(jumok.load(run_dir), {"beam": 3, "n_best": 2}, read=lambda _: next(lines), out=out)
     text = out.getvalue()
     assert "1. " in text and "2. " in text and "confidence" in text and "<- " in text
+
+
+# ------------------------------------------------------------------------------------- eval
+def test_distinct_n_and_top_output_share_by_hand():
+    from jumok.metrics import distinct_n, top_output_share
+
+    outputs = ["i do not know", "i do not know", "see you"]
+    assert distinct_n(outputs, 1) == pytest.approx(6 / 10)  # i do not know see you / 10 words
+    assert distinct_n(outputs, 2) == pytest.approx(4 / 7)
+    assert top_output_share(outputs) == (pytest.approx(2 / 3), "i do not know")
+    assert distinct_n([], 2) == 0.0 and top_output_share([]) == (0.0, "")
+
+
+def test_eval_report_records_everything_and_reproduces_its_score(run_dir, tmp_path, capsys):
+    from jumok.evaluation import evaluate_files
+
+    pairs = [
+        ("september 27, 1994", "1994-09-27"),
+        ("9/27/94", "1994-09-27"),
+        ("Jan 1, 2001", "2001-01-01"),
+    ]
+    src, ref = tmp_path / "src.txt", tmp_path / "ref.txt"
+    src.write_text("".join(s + "\n" for s, _ in pairs), encoding="utf-8")
+    ref.write_text("".join(t + "\n" for _, t in pairs), encoding="utf-8")
+    out = tmp_path / "report"
+    args = ["eval", str(run_dir), "--src", str(src), "--ref", str(ref), "--beam", "3"]
+    assert main([*args, "--out", str(out), "--length-penalty", "average"]) == 0
+    assert "| BLEU | chrF | TER |" in capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["signatures"]["bleu"].startswith("nrefs:1|")
+    assert "BLEU" not in report["signatures"]["ter"] and report["signatures"]["ter"]
+    assert report["decoding"]["beam"] == 3 and report["decoding"]["length_penalty"] == "average"
+    assert report["data"]["src"]["lines"] == 3 and len(report["data"]["ref"]["sha256"]) == 64
+    assert report["checkpoints"][0]["path"].endswith("best.safetensors")
+    assert {"torch", "sacrebleu", "jumok", "python"} <= set(report["versions"])
+    assert "--beam 3" in report["command"] and "--length-penalty average" in report["command"]
+    assert len((out / "hypotheses.txt").read_text(encoding="utf-8").splitlines()) == 3
+    assert "sacrebleu signatures" in (out / "report.md").read_text(encoding="utf-8")
+    # the recorded settings give the same scores again
+    again, _ = evaluate_files([run_dir], src, ref, report["decoding"])
+    assert again["scores"] == report["scores"]
+    # a second report never overwrites the first
+    before = (out / "report.json").read_bytes()
+    assert main([*args, "--out", str(out)]) != 0
+    assert "not empty" in capsys.readouterr().err
+    assert (out / "report.json").read_bytes() == before
+
+
+def test_eval_names_files_of_different_lengths(run_dir, tmp_path, capsys):
+    src, ref = tmp_path / "src.txt", tmp_path / "ref.txt"
+    src.write_text("9/27/94\nJan 1, 2001\n", encoding="utf-8")
+    ref.write_text("1994-09-27\n", encoding="utf-8")
+    assert main(["eval", str(run_dir), "--src", str(src), "--ref", str(ref)]) != 0
+    err = capsys.readouterr().err
+    assert "src.txt has 2 lines but" in err and "ref.txt has 1" in err
