@@ -1,6 +1,6 @@
 """The ``jumok`` command line; the only module that reads ``sys.argv``.
 
-Subcommands: ``train``, ``vocab``, ``translate``, ``eval``, ``average``, ``demo``, ``ladder``, ``data check``. Any
+Subcommands: ``train``, ``vocab``, ``translate``, ``eval``, ``generate``, ``average``, ``demo``, ``ladder``, ``data check``. Any
 :class:`~jumok.errors.JumokError` is printed as one line ``jumok: error: ...`` with exit status 2;
 nothing already on disk is changed.
 """
@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=int, help="sentences per batch (default: decode.batch_size)"
     )
     _decode_arguments(p)
+    _mmi_arguments(p)
     p.add_argument(
         "--plot",
         type=Path,
@@ -125,7 +126,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=int, help="sentences per batch (default: decode.batch_size)"
     )
     _decode_arguments(p)
+    _mmi_arguments(p)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "generate",
+        help="sample sentences from a language model run (model.type: lm)",
+        description="Sample sentences from a language model trained with jumok (model.type: "
+        "lm), the lecture's starting point: a model of which sentences are likely. Sampling is "
+        "on (--temperature, --top-k, --top-p, --seed); --beam 1 without --sample is not "
+        "offered because greedy search gives one sentence.",
+    )
+    p.add_argument("run_dir", type=Path, help="a language model run directory (or checkpoint)")
+    p.add_argument("-n", "--num", type=int, default=10, help="sentences to sample (default 10)")
+    p.add_argument("--max-length", type=int, help="most tokens per sentence")
+    for flag, name, kind, text in DECODE_FLAGS:
+        if name in (
+            "temperature",
+            "top_k",
+            "top_p",
+            "seed",
+            "no_repeat_ngram",
+            "repetition_penalty",
+            "min_length",
+        ):
+            p.add_argument(flag, dest=name, type=kind, help=f"{text} (decode.{name})")
+    p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser(
         "average",
@@ -319,6 +345,39 @@ def _decode_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _mmi_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--mmi-lm",
+        type=Path,
+        metavar="LM_RUN",
+        help="rerank the n-best by log P(T|S) - lambda log P(T) with this language model run "
+        "(model.type: lm; anti-generic replies, docs/decoding.md)",
+    )
+    p.add_argument(
+        "--mmi-reverse",
+        type=Path,
+        metavar="RUN",
+        help="rerank the n-best by log P(T|S) + lambda log P(S|T) with this reverse run "
+        "(trained on swapped pairs)",
+    )
+    p.add_argument(
+        "--mmi-lambda", type=float, default=0.5, help="lambda of MMI reranking (default 0.5)"
+    )
+
+
+def reranker(args: argparse.Namespace):
+    """The MMI reranker the flags ask for, or None."""
+    if args.mmi_lm is None and args.mmi_reverse is None:
+        return None
+    from jumok.translator import Reranker, load
+
+    return Reranker(
+        lm=None if args.mmi_lm is None else load(args.mmi_lm),
+        reverse=None if args.mmi_reverse is None else load(args.mmi_reverse),
+        weight=args.mmi_lambda,
+    )
+
+
 def decode_options(args: argparse.Namespace) -> dict[str, Any]:
     """The decoding options given on the command line (the others stay as the run has them)."""
     names = [name for _, name, _, _ in DECODE_FLAGS] + ["sample", "replace_unk"]
@@ -354,7 +413,11 @@ def cmd_translate(args: argparse.Namespace) -> int:
         return 0
     texts = read_inputs(args.input)
     results = translator.translate(
-        texts, max_length=args.max_length, batch_size=args.batch_size, **options
+        texts,
+        max_length=args.max_length,
+        batch_size=args.batch_size,
+        rerank=reranker(args),
+        **options,
     )
     if args.format == "jsonl":
         lines = [json.dumps(r.to_dict(), ensure_ascii=False) for r in results]
@@ -423,10 +486,33 @@ def cmd_eval(args: argparse.Namespace) -> int:
         **decode_options(args),
     }
     options = {k: v for k, v in options.items() if v is not None}
-    report, outputs = evaluate_files(args.run_dir, args.src, args.ref, options, args.checkpoint)
+    report, outputs = evaluate_files(
+        args.run_dir, args.src, args.ref, options, args.checkpoint, rerank=reranker(args)
+    )
     write_report(out, report, outputs)
     sys.stdout.write(format_report(report))
     print(f"wrote {out}/report.json, report.md and hypotheses.txt")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from jumok.translator import load
+
+    if args.num < 1:
+        raise DataError(f"--num: expected at least 1 sentence, got {args.num}")
+    names = (
+        "max_length",
+        "temperature",
+        "top_k",
+        "top_p",
+        "seed",
+        "no_repeat_ngram",
+        "repetition_penalty",
+        "min_length",
+    )
+    options = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    for candidate in load(args.run_dir).generate(args.num, **options):
+        print(candidate.text)
     return 0
 
 

@@ -281,6 +281,14 @@ class DropoutConfig(_Frozen):
 class ModelConfig(_Frozen):
     """The encoder-decoder with attention."""
 
+    type: Literal["seq2seq", "lm"] = Field(
+        "seq2seq",
+        description="'seq2seq': the encoder-decoder. 'lm': a language model of the target side "
+        "alone (the decoder from a zero state, no encoder, no attention): the lecture's starting "
+        "point, sentence generation (jumok generate), and the anti-generic reranker of chat "
+        "replies (jumok translate --mmi-lm). With 'lm', model.attention defaults to none, "
+        "decoder.init to zero, and the encoder section is unused.",
+    )
     encoder: EncoderConfig = Field(default_factory=EncoderConfig, description="Encoder settings.")
     decoder: DecoderConfig = Field(default_factory=DecoderConfig, description="Decoder settings.")
     attention: Literal["none", "dot", "scaled_dot", "general", "additive"] = Field(
@@ -301,9 +309,31 @@ class ModelConfig(_Frozen):
         "PyTorch's module defaults (uniform(+-1/sqrt(H)) RNN weights).",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _lm_defaults(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and raw.get("type") == "lm":
+            raw = {**raw, "attention": raw.get("attention", "none")}
+            decoder = raw.get("decoder")
+            if decoder is None or isinstance(decoder, dict):
+                raw["decoder"] = {"init": "zero", **(decoder or {})}
+        return raw
+
     @model_validator(mode="after")
     def _combinations_work(self) -> ModelConfig:
         enc, dec = self.encoder, self.decoder
+        if self.type == "lm":
+            for wrong, fix in (
+                (self.attention != "none", "model.attention: none"),
+                (dec.init != "zero", "model.decoder.init: zero"),
+                (dec.peeky, "model.decoder.peeky: false"),
+                (dec.input_feeding, "model.decoder.input_feeding: false"),
+            ):
+                if wrong:
+                    raise ValueError(
+                        f"model.type 'lm' is a language model with no source to read: set {fix}"
+                    )
+            return self
         hs = enc.output_size
         what = f"{enc.hidden_size} x 2 directions = {hs}" if enc.bidirectional else f"{hs}"
         if self.attention in ("dot", "scaled_dot") and hs != dec.hidden_size:

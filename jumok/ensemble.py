@@ -57,6 +57,16 @@ class Ensemble(nn.Module):
             raise ValueError("an ensemble needs at least one model")
         self.members = nn.ModuleList(models)
 
+    def forward(
+        self, src_BS: Tensor, src_len_B: Tensor, tgt_in_BT: Tensor
+    ) -> tuple[Tensor, Tensor | None]:
+        """Teacher-forced: (log of the mean probability (B, T, V), mean attention or None)."""
+        outputs = [m(src_BS, src_len_B, tgt_in_BT) for m in self.members]
+        logps = torch.stack([logits.float().log_softmax(-1) for logits, _ in outputs])
+        weights = [w.float() for _, w in outputs if w is not None]
+        mean_weights = torch.stack(weights).mean(0) if weights else None
+        return torch.logsumexp(logps, dim=0) - math.log(len(outputs)), mean_weights
+
     def encode(self, src_BS: Tensor, src_len_B: Tensor) -> EnsembleEncoded:
         return EnsembleEncoded([m.encode(src_BS, src_len_B) for m in self.members])
 

@@ -23,7 +23,7 @@ from jumok import metrics
 from jumok.checkpoint import atomic_write_text
 from jumok.errors import DataError, RunDirError
 from jumok.readers import read_lines
-from jumok.translator import load, resolve_checkpoint
+from jumok.translator import Reranker, load, resolve_checkpoint
 
 PACKAGES = ("jumok", "torch", "sacrebleu", "sentencepiece", "numpy", "pydantic")
 
@@ -62,6 +62,7 @@ def evaluate_files(
     ref: str | Path,
     options: dict[str, Any] | None = None,
     which: str = "best",
+    rerank: Reranker | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """Translate ``src`` and score it against ``ref``.
 
@@ -83,7 +84,7 @@ def evaluate_files(
         )
     translator = load([Path(r) for r in run_dirs], which=which)
     opts = translator.options(**options)
-    results = translator.translate(sources, **options)
+    results = translator.translate(sources, rerank=rerank, **options)
     outputs = [r.text for r in results]
     tok = translator.tgt_tok
     scores: dict[str, Any] = {}
@@ -125,14 +126,26 @@ def evaluate_files(
         "checkpoints": [{"path": str(c), "sha256": sha256(c)} for c in checkpoints],
         "seed": decoding["seed"],
         "versions": {"python": platform.python_version(), **_versions()},
-        "command": reproduce_command(run_dirs, src, ref, decoding, which),
+        "rerank": None
+        if rerank is None
+        else {
+            "lm": None if rerank.lm is None else rerank.lm.source,
+            "reverse": None if rerank.reverse is None else rerank.reverse.source,
+            "lambda": rerank.weight,
+        },
+        "command": reproduce_command(run_dirs, src, ref, decoding, which, rerank),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     return report, outputs
 
 
 def reproduce_command(
-    run_dirs: Sequence[str | Path], src, ref, decoding: dict[str, Any], which: str
+    run_dirs: Sequence[str | Path],
+    src,
+    ref,
+    decoding: dict[str, Any],
+    which: str,
+    rerank: Reranker | None = None,
 ) -> str:
     """The ``jumok eval`` command line with every decoding setting spelled out."""
     parts = ["jumok", "eval", *map(str, run_dirs), "--src", str(src), "--ref", str(ref)]
@@ -146,6 +159,12 @@ def reproduce_command(
         parts.append("--sample")
     if decoding.get("replace_unk"):
         parts.append("--replace-unk")
+    if rerank is not None:
+        if rerank.lm is not None:
+            parts += ["--mmi-lm", str(rerank.lm.source)]
+        if rerank.reverse is not None:
+            parts += ["--mmi-reverse", str(rerank.reverse.source)]
+        parts += ["--mmi-lambda", str(rerank.weight)]
     return shlex.join(parts)
 
 

@@ -27,8 +27,11 @@ class Seq2Seq(nn.Module):
 
     def __init__(self, cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int):
         super().__init__()
-        self.encoder = Encoder(
-            src_vocab_size, cfg.encoder, cfg.dropout.embeddings, cfg.dropout.layers
+        self.is_lm = cfg.type == "lm"
+        self.encoder = (
+            None
+            if self.is_lm
+            else Encoder(src_vocab_size, cfg.encoder, cfg.dropout.embeddings, cfg.dropout.layers)
         )
         self.decoder = Decoder(tgt_vocab_size, cfg)
         if cfg.init != "pytorch":
@@ -36,7 +39,21 @@ class Seq2Seq(nn.Module):
         self._register_load_state_dict_pre_hook(_rename_legacy_keys)
 
     def encode(self, src_BS: Tensor, src_len_B: Tensor) -> Encoded:
-        """Encode a right-padded source batch; keys are computed here, once."""
+        """Encode a right-padded source batch; keys are computed here, once.
+
+        A language model (``model.type: lm``) reads no source: its decoder starts from zeros and
+        ``hs`` is one zero row per sentence.
+        """
+        if self.encoder is None:
+            B, H, L = src_BS.shape[0], self.decoder.hidden_size, self.decoder.num_layers
+            zeros_LBH = torch.zeros(L, B, H, device=src_BS.device)
+            return Encoded(
+                hs_BSH=zeros_LBH.new_zeros(B, 1, H),
+                mask_BS=torch.ones(B, 1, dtype=torch.bool, device=src_BS.device),
+                state=self.decoder.initial_state((zeros_LBH, zeros_LBH)),
+                keys_BSH=None,
+                summary_BH=zeros_LBH[-1],
+            )
         hs_BSH, final = self.encoder(src_BS, src_len_B)
         S = src_BS.shape[1]
         mask_BS = src_len_B.unsqueeze(1) > torch.arange(S, device=src_BS.device).unsqueeze(0)

@@ -20,13 +20,13 @@ from pydantic import ValidationError
 
 from jumok.checkpoint import Checkpoint, load_checkpoint
 from jumok.config import Config, DecodeConfig, format_validation_error
-from jumok.data import encoder_order, pad
+from jumok.data import encode_pairs, encoder_order, iterate_batches, pad
 from jumok.diagnostics import AttentionDiagnostics, diagnose
 from jumok.errors import ConfigError, DataError, RunDirError
 from jumok.model import Seq2Seq, build_model
 from jumok.search import Hypothesis, run_search
 from jumok.tokenizers import CharTokenizer, Tokenizer, tokenizers_from_files
-from jumok.vocab import EOS, UNK, UNK_ID, Vocab
+from jumok.vocab import EOS, PAD_ID, UNK, UNK_ID, Vocab
 
 
 class UnknownTokenWarning(UserWarning):
@@ -48,6 +48,7 @@ class Candidate:
             attention.
         finished: the model emitted eos within the length limit.
         confidence: geometric mean of the token probabilities (:func:`confidence`).
+        rerank_score: the MMI score the n-best was reordered by (:class:`Reranker`), or None.
     """
 
     text: str
@@ -58,6 +59,7 @@ class Candidate:
     attention: list[list[float]] | None
     finished: bool
     confidence: float
+    rerank_score: float | None = None
 
 
 @dataclass
@@ -124,6 +126,43 @@ def confidence(token_logprobs: Sequence[float]) -> float:
     return math.exp(sum(token_logprobs) / len(token_logprobs))
 
 
+@dataclass
+class Reranker:
+    """Anti-generic reranking of an n-best list, maximum mutual information (Li et al. 2016).
+
+    Each hypothesis T of a source S is rescored as ``log P(T|S) - weight * log P(T)`` with a
+    target-side language model (``lm``, MMI-antiLM: generic replies are likely under any source
+    and lose) and/or ``+ weight * log P(S|T)`` with a reverse model trained on swapped pairs
+    (``reverse``, MMI-bidi: the reply must explain its source). Both are jumok runs.
+    """
+
+    lm: Translator | None = None
+    reverse: Translator | None = None
+    weight: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.lm is None and self.reverse is None:
+            raise ConfigError("MMI reranking needs --mmi-lm, --mmi-reverse or both")
+        if self.lm is not None and self.lm.model_type != "lm":
+            raise ConfigError("--mmi-lm: expected a language model run (model.type: lm)")
+
+    def apply(self, sources: Sequence[str], nbest: Sequence[list[Candidate]]) -> None:
+        """Set ``rerank_score`` on every candidate and sort each list by it, best first."""
+        flat = [(s, c) for s, cands in zip(sources, nbest, strict=True) for c in cands]
+        texts = [c.text for _, c in flat]
+        total = [c.score for _, c in flat]
+        if self.lm is not None:
+            lm_scores = self.lm.score(texts, texts)
+            total = [t - self.weight * x for t, x in zip(total, lm_scores, strict=True)]
+        if self.reverse is not None:
+            back = self.reverse.score(texts, [s for s, _ in flat])
+            total = [t + self.weight * x for t, x in zip(total, back, strict=True)]
+        for (_, candidate), value in zip(flat, total, strict=True):
+            candidate.rerank_score = value
+        for cands in nbest:
+            cands.sort(key=lambda c: -(c.rerank_score or 0.0))
+
+
 class Translator:
     """Decode text with a trained model.
 
@@ -150,6 +189,8 @@ class Translator:
         self.tgt_vocab = tgt_vocab
         self.src_tok, self.tgt_tok = tokenizers or (CharTokenizer(), CharTokenizer())
         self.has_attention = config.model.attention != "none"
+        self.model_type = config.model.type
+        self.source: str | None = None  # the checkpoint it was loaded from, when known
 
     @classmethod
     def from_checkpoint(cls, ckpt: Checkpoint, device: str | torch.device = "cpu") -> Translator:
@@ -178,6 +219,7 @@ class Translator:
         texts: Sequence[str],
         max_length: int | None = None,
         batch_size: int | None = None,
+        rerank: Reranker | None = None,
         **options: Any,
     ) -> list[Translation]:
         """Translate each text.
@@ -185,6 +227,7 @@ class Translator:
         Args:
             max_length, batch_size, **options: any ``decode.*`` field for this call (e.g.
                 ``beam=5, n_best=3``); the run's ``decode`` section gives the rest.
+            rerank: reorder each n-best by an MMI score (:class:`Reranker`).
 
         Returns:
             One :class:`Translation` per text, in order; its ``hypotheses`` hold the n-best.
@@ -212,7 +255,7 @@ class Translator:
         self._warn_unknown(src_tokens, encoded)
         # Decode in order of length so that batches carry little padding; restore order after.
         order = sorted(range(len(texts)), key=lambda i: len(encoded[i].ids))
-        results: list[Translation | None] = [None] * len(texts)
+        found_by_input: dict[int, tuple[list[str], list[Candidate]]] = {}
         fill = self.config.data.fill_source_to
         for start in range(0, len(order), opts.batch_size):
             chunk = order[start : start + opts.batch_size]
@@ -223,11 +266,20 @@ class Translator:
             for i, row, hyps in zip(chunk, rows, found, strict=True):
                 # data.fill_source_to's filler is read and attended to: it has columns too
                 shown = src_tokens[i] + [EOS] * (len(row) - len(src_tokens[i]))
-                candidates = [self._candidate(h, shown, reverse, opts) for h in hyps]
-                best = candidates[0]
-                abstained = opts.abstain_below is not None and best.confidence < opts.abstain_below
-                results[i] = Translation(
-                    source=texts[i],
+                found_by_input[i] = (
+                    shown,
+                    [self._candidate(h, shown, reverse, opts) for h in hyps],
+                )
+        if rerank is not None:
+            rerank.apply(texts, [found_by_input[i][1] for i in range(len(texts))])
+        results = []
+        for i, text in enumerate(texts):
+            shown, candidates = found_by_input[i]
+            best = candidates[0]
+            abstained = opts.abstain_below is not None and best.confidence < opts.abstain_below
+            results.append(
+                Translation(
+                    source=text,
                     text="" if abstained else best.text,
                     score=best.score,
                     tokens=best.tokens,
@@ -240,7 +292,68 @@ class Translator:
                     hypotheses=candidates,
                     abstained=abstained,
                 )
-        return [r for r in results if r is not None]
+            )
+        return results
+
+    @torch.no_grad()
+    def score(
+        self, sources: Sequence[str], targets: Sequence[str], batch_size: int | None = None
+    ) -> list[float]:
+        """log P(target | source) of each pair under the model (teacher forcing, eos included).
+
+        A language model (``model.type: lm``) ignores the sources: it gives log P(target).
+        """
+        if len(sources) != len(targets):
+            raise ValueError(f"{len(sources)} sources for {len(targets)} targets")
+        if not targets:
+            return []
+        if self.model_type == "lm":
+            sources = ["x"] * len(targets)  # read by no encoder
+        # an empty source (an empty reply scored by a reverse model) is read as one unknown token
+        sources = [s if s.strip() else "\ufffd" for s in sources]
+        data = encode_pairs(
+            list(zip(sources, targets, strict=True)),
+            self.src_vocab,
+            self.tgt_vocab,
+            self.config.data.reverse_source,
+            tokenize_source=self.src_tok.tokenize,
+            tokenize_target=self.tgt_tok.tokenize,
+            fill_source_to=self.config.data.fill_source_to,
+        )
+        totals = [0.0] * len(targets)
+        for batch in iterate_batches(data, batch_size or self.config.decode.batch_size):
+            batch = batch.to(self.device)
+            logits_BTV, _ = self.model(batch.src_BS, batch.src_len_B, batch.tgt_in_BT)
+            logp_BT = (
+                logits_BTV.float().log_softmax(-1).gather(-1, batch.tgt_out_BT.unsqueeze(-1))
+            ).squeeze(-1)
+            logp_BT = logp_BT.masked_fill(batch.tgt_out_BT == PAD_ID, 0.0)
+            for index, value in zip(batch.index_B.tolist(), logp_BT.sum(1).tolist(), strict=True):
+                totals[index] = value
+        return totals
+
+    def generate(self, n: int, **options: Any) -> list[Candidate]:
+        """Sample ``n`` sentences from a language model (``model.type: lm``).
+
+        ``options`` are decoding options; sampling is on unless ``sample=False`` is given.
+        """
+        if self.model_type != "lm":
+            raise ConfigError(
+                "generate needs a language model (model.type: lm); this run is a seq2seq "
+                "model: use translate"
+            )
+        opts = self.options(**{"sample": True, **options})
+        if opts.sample:
+            opts = opts.model_copy(update={"n_best": 1})
+        out: list[Candidate] = []
+        for start in range(0, n, opts.batch_size):
+            rows = min(opts.batch_size, n - start)
+            src_BS = torch.full((rows, 1), UNK_ID, dtype=torch.long, device=self.device)
+            src_len_B = torch.ones(rows, dtype=torch.long, device=self.device)
+            step = opts.model_copy(update={"seed": opts.seed + start})
+            for hyps in run_search(self.model, src_BS, src_len_B, step):
+                out.append(self._candidate(hyps[0], ["<none>"], False, step))
+        return out
 
     def options(self, **updates: Any) -> DecodeConfig:
         """The run's ``decode`` settings with ``updates`` (None values are ignored), validated."""

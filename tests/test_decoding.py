@@ -352,3 +352,81 @@ def test_eval_names_files_of_different_lengths(run_dir, tmp_path, capsys):
     assert main(["eval", str(run_dir), "--src", str(src), "--ref", str(ref)]) != 0
     err = capsys.readouterr().err
     assert "src.txt has 2 lines but" in err and "ref.txt has 1" in err
+
+
+# ------------------------------------------------- language model, scoring and MMI reranking
+@pytest.fixture(scope="module")
+def lm_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("lm") / "run"
+    train(small_config("train.epochs=1", "model.type=lm", "model.attention=none"), path, **QUIET)
+    return path
+
+
+def test_score_is_the_step_by_step_log_probability(run_dir):
+    from jumok.vocab import BOS_ID
+
+    translator = jumok.load(run_dir)
+    source, target = "september 27, 1994", "1994-09-27"
+    [score] = translator.score([source], [target])
+    ids = translator.src_vocab.encode(list(source)).ids
+    if translator.config.data.reverse_source:
+        ids = ids[::-1]
+    model = translator.model
+    enc = model.encode(torch.tensor([ids]), torch.tensor([len(ids)]))
+    state, token, total = enc.state, torch.tensor([BOS_ID]), 0.0
+    for nxt in [*translator.tgt_vocab.encode(list(target)).ids, EOS_ID]:
+        logits, state, _ = model.decode_step(token, state, enc)
+        total += float(logits.detach().log_softmax(-1)[0, nxt])
+        token = torch.tensor([nxt])
+    assert score == pytest.approx(total, abs=1e-4)
+
+
+def test_language_model_trains_generates_and_scores(lm_dir, capsys):
+    lm = jumok.load(lm_dir)
+    assert lm.model_type == "lm" and lm.model.encoder is None
+    a, b = lm.generate(4, seed=3), lm.generate(4, seed=3)
+    assert [c.text for c in a] == [c.text for c in b] and len(a) == 4
+    # the source is ignored: log P(T) is the same whatever it is given
+    assert lm.score(["x", "zzz"], ["1994-09-27", "1994-09-27"]) == pytest.approx(
+        [lm.score(["q"], ["1994-09-27"])[0]] * 2
+    )
+    assert main(["generate", str(lm_dir), "-n", "3", "--seed", "1"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 3
+
+
+def test_generate_refuses_a_seq2seq_run(run_dir, capsys):
+    assert main(["generate", str(run_dir)]) != 0
+    assert "needs a language model (model.type: lm)" in capsys.readouterr().err
+
+
+def test_mmi_reranking_scores_and_orders_the_n_best(run_dir, lm_dir):
+    from jumok.translator import Reranker
+
+    translator, lm = jumok.load(run_dir), jumok.load(lm_dir)
+    sources = ["september 27, 1994", "Jan 1, 2001"]
+    plain = translator.translate(sources, beam=4, n_best=4)
+    rerank = Reranker(lm=lm, reverse=translator, weight=0.3)
+    reranked = translator.translate(sources, beam=4, n_best=4, rerank=rerank)
+    for source, before, after in zip(sources, plain, reranked, strict=True):
+        assert sorted(c.text for c in before.hypotheses) == sorted(c.text for c in after.hypotheses)
+        values = [c.rerank_score for c in after.hypotheses]
+        assert values == sorted(values, reverse=True)
+        assert after.text == after.hypotheses[0].text
+        for c in after.hypotheses:
+            expected = (
+                c.score
+                - 0.3 * lm.score([c.text], [c.text])[0]
+                + 0.3 * translator.score([c.text], [source])[0]
+            )
+            assert c.rerank_score == pytest.approx(expected, abs=1e-4)
+    with pytest.raises(ConfigError, match="expected a language model run"):
+        Reranker(lm=translator)
+
+
+def test_lm_config_rejects_what_an_lm_cannot_have():
+    from jumok.config import ModelConfig
+
+    with pytest.raises(ValueError, match="set model.attention: none"):
+        ModelConfig.model_validate({"type": "lm", "attention": "dot"})
+    with pytest.raises(ValueError, match="set model.decoder.peeky: false"):
+        ModelConfig.model_validate({"type": "lm", "decoder": {"peeky": True}})
