@@ -37,7 +37,8 @@ def _label(token: str) -> str:
 def _draw_heatmap(ax, attention: Sequence[Sequence[float]], source_tokens, output_tokens, title):
     image = ax.imshow(attention, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
     ax.set_xticks(range(len(source_tokens)))
-    ax.set_xticklabels([_label(t) for t in source_tokens], fontsize=9)
+    # a source has no </s> of its own: it is data.fill_source_to's filler, drawn small as '·'
+    ax.set_xticklabels(["·" if t == "</s>" else _label(t) for t in source_tokens], fontsize=9)
     ax.set_yticks(range(len(output_tokens)))
     ax.set_yticklabels([_label(t) for t in output_tokens], fontsize=9)
     ax.set_xlabel("source")

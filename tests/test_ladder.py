@@ -47,6 +47,14 @@ def test_rungs_follow_the_books_argument():
     assert [c.data.reverse_source for c in configs] == [False, True, True, True, True, True]
     assert [c.model.decoder.peeky for c in configs] == [False, False, True, False, False, False]
     assert all(c.model.encoder.hidden_size == 128 and c.train.epochs == 25 for c in configs)
+    # the book's weights, decoder start and data layout (docs/ladder.md says why)
+    for c in configs:
+        assert (c.model.init, c.model.decoder.init) == ("book", "last_h")
+        assert c.data.shared_vocab and c.data.fill_source_to == 7
+    assert rung_config("date", {}, 10, False).data.fill_source_to == 29
+    # --set reaches every rung, after the rung's own settings
+    lecun = rung_config("date", dict(RUNGS)["plain"], 10, False, None, ["model.init=lecun"])
+    assert lecun.model.init == "lecun" and lecun.model.attention == "none"
 
 
 def test_ladder_reads_the_books_own_file(tmp_path):
