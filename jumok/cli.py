@@ -337,6 +337,13 @@ def _decode_arguments(p: argparse.ArgumentParser) -> None:
         help="draw --n-best samples instead of searching (decode.sample)",
     )
     p.add_argument(
+        "--precision",
+        dest="precision",
+        choices=["fp32", "bf16"],
+        help="bf16: decode under bfloat16 autocast, about twice as fast on CPUs with bf16 "
+        "(decode.precision)",
+    )
+    p.add_argument(
         "--replace-unk",
         dest="replace_unk",
         action="store_const",
@@ -380,7 +387,7 @@ def reranker(args: argparse.Namespace):
 
 def decode_options(args: argparse.Namespace) -> dict[str, Any]:
     """The decoding options given on the command line (the others stay as the run has them)."""
-    names = [name for _, name, _, _ in DECODE_FLAGS] + ["sample", "replace_unk"]
+    names = [name for _, name, _, _ in DECODE_FLAGS] + ["sample", "replace_unk", "precision"]
     return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 

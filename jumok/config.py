@@ -582,6 +582,12 @@ class DecodeConfig(_Frozen):
         "(needs attention).",
     )
 
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="Arithmetic of decoding: bf16 runs the matrix products under bfloat16 "
+        "autocast (weights stay float32). On Multi30k test2016 it halves decoding time on "
+        "this CPU at the same BLEU (docs/decoding.md).",
+    )
     abstain_below: float | None = Field(
         None,
         ge=0,

@@ -155,6 +155,8 @@ def reproduce_command(
         value = decoding.get(name)
         if value is not None:
             parts += [flag, str(value)]
+    if decoding.get("precision", "fp32") != "fp32":
+        parts += ["--precision", str(decoding["precision"])]
     if decoding.get("sample"):
         parts.append("--sample")
     if decoding.get("replace_unk"):

@@ -7,6 +7,7 @@ trained on reversed input.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from collections import Counter
@@ -262,7 +263,8 @@ class Translator:
             rows = [encoder_order(encoded[i].ids, reverse, fill) for i in chunk]
             src_BS = pad(rows).to(self.device)
             src_len_B = torch.tensor([len(r) for r in rows], device=self.device)
-            found = run_search(self.model, src_BS, src_len_B, opts)
+            with self._autocast(opts.precision):
+                found = run_search(self.model, src_BS, src_len_B, opts)
             for i, row, hyps in zip(chunk, rows, found, strict=True):
                 # data.fill_source_to's filler is read and attended to: it has columns too
                 shown = src_tokens[i] + [EOS] * (len(row) - len(src_tokens[i]))
@@ -354,6 +356,12 @@ class Translator:
             for hyps in run_search(self.model, src_BS, src_len_B, step):
                 out.append(self._candidate(hyps[0], ["<none>"], False, step))
         return out
+
+    def _autocast(self, precision: str):
+        """bfloat16 autocast for ``decode.precision: bf16``; float32 otherwise."""
+        if precision == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def options(self, **updates: Any) -> DecodeConfig:
         """The run's ``decode`` settings with ``updates`` (None values are ignored), validated."""

@@ -430,3 +430,20 @@ def test_lm_config_rejects_what_an_lm_cannot_have():
         ModelConfig.model_validate({"type": "lm", "attention": "dot"})
     with pytest.raises(ValueError, match="set model.decoder.peeky: false"):
         ModelConfig.model_validate({"type": "lm", "decoder": {"peeky": True}})
+
+
+def test_bf16_decoding_runs_under_autocast_and_agrees_with_float32(run_dir, tmp_path, capsys):
+    translator = jumok.load(run_dir)
+    sources = ["september 27, 1994", "9/27/94", "Jan 1, 2001", "TUESDAY, MAY 3, 1983"]
+    fp32 = translator.translate(sources, beam=3)
+    bf16 = translator.translate(sources, beam=3, precision="bf16")
+    assert next(translator.model.parameters()).dtype == torch.float32  # weights stay float32
+    for a, b in zip(fp32, bf16, strict=True):
+        assert abs(a.score - b.score) < 0.5 * max(1.0, abs(a.score))
+        assert all(abs(sum(row) - 1) < 1e-2 for row in b.attention)
+    agree = sum(a.text == b.text for a, b in zip(fp32, bf16, strict=True))
+    assert agree >= 3, [(a.text, b.text) for a, b in zip(fp32, bf16, strict=True)]
+    inputs = tmp_path / "in.txt"
+    inputs.write_text("9/27/94\n", encoding="utf-8")
+    assert main(["translate", str(run_dir), "--input", str(inputs), "--precision", "bf16"]) == 0
+    assert capsys.readouterr().out.strip()
