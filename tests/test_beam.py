@@ -108,3 +108,14 @@ def test_adjust_blocks_exactly_the_repeated_ngram():
     assert out[0, 5] == -math.inf and out[0, 4] == 0 and out[0, BOS_ID] == -math.inf
     penalised = adjust(torch.full((1, 6), -1.0), history, 3, BeamOptions(repetition_penalty=2.0))
     assert penalised[0, 4] == -2.0 and penalised[0, 5] == -2.0 and penalised[0, 3] == -1.0
+
+
+def test_greedy_alone_equals_greedy_in_a_batch(model):
+    src, src_len, _ = random_batch(B=5, S=7, seed=12)
+    batch = greedy(model, src, src_len, max_length=9)
+    for i in range(5):
+        n = int(src_len[i])
+        [alone] = greedy(model, src[i : i + 1, :n], src_len[i : i + 1], max_length=9)
+        assert alone.token_ids == batch[i].token_ids
+        assert alone.score == pytest.approx(batch[i].score, abs=1e-5)
+        torch.testing.assert_close(alone.attention_TS, batch[i].attention_TS)
