@@ -84,15 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         "attention diagnostics per line, with a summary of the diagnostics on stderr "
         "(see docs/diagnostics.md)",
     )
-    p.add_argument(
-        "--checkpoint", choices=["best", "last"], default="best", help="which checkpoint"
-    )
-    p.add_argument("--max-length", type=int, help="most output tokens (default: decode.max_length)")
-    p.add_argument(
-        "--batch-size", type=int, help="sentences per batch (default: decode.batch_size)"
-    )
-    _decode_arguments(p)
-    _mmi_arguments(p)
+    _decoding_arguments(p)
     p.add_argument(
         "--plot",
         type=Path,
@@ -118,15 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="report folder (default: RUN_DIR/evals/SRCNAME-TIMESTAMP); must not hold a report",
     )
-    p.add_argument(
-        "--checkpoint", choices=["best", "last"], default="best", help="which checkpoint"
-    )
-    p.add_argument("--max-length", type=int, help="most output tokens (default: decode.max_length)")
-    p.add_argument(
-        "--batch-size", type=int, help="sentences per batch (default: decode.batch_size)"
-    )
-    _decode_arguments(p)
-    _mmi_arguments(p)
+    _decoding_arguments(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser(
@@ -141,15 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--num", type=int, default=10, help="sentences to sample (default 10)")
     p.add_argument("--max-length", type=int, help="most tokens per sentence")
     for flag, name, kind, text in DECODE_FLAGS:
-        if name in (
-            "temperature",
-            "top_k",
-            "top_p",
-            "seed",
-            "no_repeat_ngram",
-            "repetition_penalty",
-            "min_length",
-        ):
+        if name in GENERATE_OPTIONS:
             p.add_argument(flag, dest=name, type=kind, help=f"{text} (decode.{name})")
     p.set_defaults(func=cmd_generate)
 
@@ -322,6 +298,31 @@ DECODE_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--seed", "seed", int, "seed of sampling"),
     ("--abstain-below", "abstain_below", float, "no reply when the confidence is below this"),
 ]
+
+
+# The decoding options jumok generate offers (sampling and its constraints).
+GENERATE_OPTIONS = (
+    "temperature",
+    "top_k",
+    "top_p",
+    "seed",
+    "no_repeat_ngram",
+    "repetition_penalty",
+    "min_length",
+)
+
+
+def _decoding_arguments(p: argparse.ArgumentParser) -> None:
+    """What translate and eval share: the checkpoint, every decoding option, MMI reranking."""
+    p.add_argument(
+        "--checkpoint", choices=["best", "last"], default="best", help="which checkpoint"
+    )
+    p.add_argument("--max-length", type=int, help="most output tokens (default: decode.max_length)")
+    p.add_argument(
+        "--batch-size", type=int, help="sentences per batch (default: decode.batch_size)"
+    )
+    _decode_arguments(p)
+    _mmi_arguments(p)
 
 
 def _decode_arguments(p: argparse.ArgumentParser) -> None:
@@ -507,16 +508,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     if args.num < 1:
         raise DataError(f"--num: expected at least 1 sentence, got {args.num}")
-    names = (
-        "max_length",
-        "temperature",
-        "top_k",
-        "top_p",
-        "seed",
-        "no_repeat_ngram",
-        "repetition_penalty",
-        "min_length",
-    )
+    names = ("max_length", *GENERATE_OPTIONS)
     options = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
     for candidate in load(args.run_dir).generate(args.num, **options):
         print(candidate.text)

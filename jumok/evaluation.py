@@ -27,26 +27,6 @@ from jumok.translator import Reranker, load, resolve_checkpoint
 
 PACKAGES = ("jumok", "torch", "sacrebleu", "sentencepiece", "numpy", "pydantic")
 
-# decode field -> flag, to write the command that reproduces a report
-FLAGS = {
-    "beam": "--beam",
-    "n_best": "--n-best",
-    "length_penalty": "--length-penalty",
-    "alpha": "--alpha",
-    "coverage_penalty": "--coverage-penalty",
-    "min_length": "--min-length",
-    "min_length_ratio": "--min-length-ratio",
-    "max_length_ratio": "--max-length-ratio",
-    "no_repeat_ngram": "--no-repeat-ngram",
-    "repetition_penalty": "--repetition-penalty",
-    "temperature": "--temperature",
-    "top_k": "--top-k",
-    "top_p": "--top-p",
-    "seed": "--seed",
-    "abstain_below": "--abstain-below",
-    "max_length": "--max-length",
-}
-
 
 def sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
@@ -151,16 +131,13 @@ def reproduce_command(
     parts = ["jumok", "eval", *map(str, run_dirs), "--src", str(src), "--ref", str(ref)]
     if which != "best":
         parts += ["--checkpoint", which]
-    for name, flag in FLAGS.items():
-        value = decoding.get(name)
-        if value is not None:
-            parts += [flag, str(value)]
-    if decoding.get("precision", "fp32") != "fp32":
-        parts += ["--precision", str(decoding["precision"])]
-    if decoding.get("sample"):
-        parts.append("--sample")
-    if decoding.get("replace_unk"):
-        parts.append("--replace-unk")
+    # Every decode.NAME has the flag --NAME-WITH-DASHES; booleans are switches. The batch size
+    # changes no output, so it is left out.
+    for name, value in decoding.items():
+        if name == "batch_size" or value is None or value is False:
+            continue
+        flag = "--" + name.replace("_", "-")
+        parts += [flag] if value is True else [flag, str(value)]
     if rerank is not None:
         if rerank.lm is not None:
             parts += ["--mmi-lm", str(rerank.lm.source)]

@@ -333,6 +333,19 @@ def test_eval_report_records_everything_and_reproduces_its_score(run_dir, tmp_pa
     assert report["checkpoints"][0]["path"].endswith("best.safetensors")
     assert {"torch", "sacrebleu", "jumok", "python"} <= set(report["versions"])
     assert "--beam 3" in report["command"] and "--length-penalty average" in report["command"]
+    # the recorded command parses, and its flags give back the recorded settings
+    import shlex
+
+    from jumok.cli import build_parser, decode_options
+
+    parsed = build_parser().parse_args(shlex.split(report["command"])[1:])
+    given = {**decode_options(parsed), "max_length": parsed.max_length}
+    expected = {
+        k: v
+        for k, v in report["decoding"].items()
+        if k != "batch_size" and v is not None and v is not False
+    }
+    assert given == expected
     assert len((out / "hypotheses.txt").read_text(encoding="utf-8").splitlines()) == 3
     assert "sacrebleu signatures" in (out / "report.md").read_text(encoding="utf-8")
     # the recorded settings give the same scores again
