@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jumok.errors import DataError, JumokError
+from jumok.errors import ConfigError, DataError, JumokError
 from jumok.readers import read_lines as read_inputs
 
 if TYPE_CHECKING:
@@ -195,6 +195,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--set model.decoder.init=last_h (the book's initial weights and decoder start)",
     )
     p.set_defaults(func=cmd_ladder)
+
+    p = sub.add_parser(
+        "serve",
+        help="serve trained runs over HTTP: a REST API and a page showing the attention",
+        description="Load each run once and serve POST /v1/translate (n-best, scores, "
+        "attention), GET /v1/models, /health, /ready, the OpenAPI docs at /docs and a web page "
+        "at / to type a sentence and look at its attention. Requests that arrive together are "
+        "decoded in one batch. Binds to 127.0.0.1 unless --host says otherwise; a request can "
+        "only choose among the models given here, by name. See docs/serving.md.",
+    )
+    p.add_argument(
+        "run_dir",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="run directories (or checkpoints) to serve, each as RUN_DIR (named after its "
+        "folder) or NAME=RUN_DIR; the first is the default model",
+    )
+    p.add_argument(
+        "--which", choices=["best", "last"], default="best", help="checkpoint of each run"
+    )
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="uvicorn's log level (default info)",
+    )
+    _serve_arguments(p)
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(
         "data",
@@ -522,6 +551,50 @@ def cmd_average(args: argparse.Namespace) -> int:
     paths = [resolve_checkpoint(path, args.checkpoint) for path in args.checkpoints]
     average_checkpoints(paths, args.out)
     print(f"wrote the average of {len(paths)} checkpoints to {args.out}")
+    return 0
+
+
+def _serve_arguments(p: argparse.ArgumentParser) -> None:
+    """One flag per :class:`jumok.serve.ServeConfig` field, its help the field's description."""
+    from jumok.serve import ServeConfig
+
+    for name, field in ServeConfig.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        if field.annotation is bool:
+            p.add_argument(
+                flag,
+                dest=name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"{field.description} (default {'on' if field.default else 'off'})",
+            )
+        else:
+            p.add_argument(
+                flag,
+                dest=name,
+                type=field.annotation,
+                default=None,
+                help=f"{field.description} (default {field.default})",
+            )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from jumok.config import format_validation_error
+    from jumok.serve import ServeConfig, load_models, model_names, run
+
+    given = {
+        name: getattr(args, name)
+        for name in ServeConfig.model_fields
+        if getattr(args, name) is not None
+    }
+    try:
+        config = ServeConfig(**given)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, "serve options")) from None
+    models = load_models(model_names(args.run_dir), which=args.which, device=args.device)
+    run(models, config, log_level=args.log_level)
     return 0
 
 

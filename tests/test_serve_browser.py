@@ -1,0 +1,130 @@
+"""End to end in a real browser: `jumok serve` on a free loopback port, headless Chromium (Debian's
+package, driven by Playwright; no browser download) types a sentence and finds the hypotheses and
+a heatmap with one row per output token."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from test_train import QUIET, small_config
+
+from jumok.train import train
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="no Chromium on this machine (apt-get install chromium; .ci/run installs it)",
+)
+
+# As root Chromium needs --no-sandbox; the others keep it off this machine's closed network.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url: str):
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    run = tmp_path_factory.mktemp("browser") / "dates"
+    train(small_config("train.epochs=3"), run, **QUIET)
+    port = free_port()
+    log = (tmp_path_factory.getbasetemp() / "serve.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jumok", "serve", str(run), "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if get(f"{base}/ready")["ready"]:
+                break
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            log.close()
+            pytest.fail(f"jumok serve did not start: {Path(log.name).read_text()}")
+        time.sleep(0.2)
+    yield base
+    process.terminate()
+    process.wait(timeout=20)
+    log.close()
+
+
+def test_the_page_shows_hypotheses_and_the_attention_of_the_chosen_one(server):
+    sentence = "september 27, 1994"
+    request = urllib.request.Request(
+        f"{server}/v1/translate",
+        data=json.dumps(
+            {"texts": [sentence], "beam": 5, "n_best": 3, "max_length": 100, "attention": True}
+        ).encode(),
+        headers={"content-type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        [expected] = json.loads(response.read())["results"]
+
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        requested, errors = [], []
+        page.on("request", lambda r: requested.append(r.url))
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(server)
+        page.wait_for_selector("#model option", state="attached")
+        page.fill("#text", sentence)
+        page.click("#go")
+        page.wait_for_selector(".hm-row")
+
+        items = page.locator("#hypotheses li .text")
+        assert items.count() == 3
+        assert items.nth(0).inner_text() == expected["hypotheses"][0]["text"]
+        best = expected["hypotheses"][0]
+        assert page.locator(".hm-row").count() == len(best["tokens"])
+        assert page.locator(".hm-row").first.locator(".hm-cell").count() == len(
+            expected["source_tokens"]
+        )
+
+        # hovering a cell names its source token, output token and weight
+        cell = page.locator(".hm-row").nth(0).locator(".hm-cell").nth(0)
+        cell.hover()
+        tip = page.locator("#tooltip")
+        tip.wait_for(state="visible")
+        weight = best["attention"][0][0]
+        assert tip.inner_text() == (
+            f"{best['tokens'][0]} ← {expected['source_tokens'][0]}: {weight:.3f}"
+        )
+
+        # choosing another hypothesis redraws the map with its own number of rows
+        page.locator("#hypotheses li").nth(2).click()
+        assert page.locator(".hm-row").count() == len(expected["hypotheses"][2]["tokens"])
+        browser.close()
+
+    assert not errors
+    assert requested and all(url.startswith(server) for url in requested), requested
