@@ -136,7 +136,66 @@ def _help(parser: argparse.ArgumentParser) -> str:
             os.environ["COLUMNS"] = old
 
 
-PAGES = {"docs/config.md": config_reference, "docs/cli.md": cli_reference}
+def api_reference() -> str:
+    """The HTTP API of ``jumok serve``: every request and response field, and the JSON schemas."""
+    from jumok import serve
+
+    lines = [
+        HEADER,
+        "# HTTP API reference",
+        "",
+        "The request and response schemas of `jumok serve`, generated from the pydantic models in",
+        "[`jumok/serve.py`](../jumok/serve.py). How to run the server and call it:",
+        "[serving.md](serving.md). A running server also shows them at `/docs` and",
+        "`/openapi.json`. A decoding option left out (or null) takes the run's own `decode`",
+        "setting, which `GET /v1/models` lists; `batch_size` is the server's to choose.",
+        "",
+    ]
+    for title, model in [
+        ("POST /v1/translate: request", serve.TranslateRequest),
+        ("POST /v1/translate: response", serve.TranslateResponse),
+        ("one result per text", serve.Result),
+        ("one hypothesis", serve.Hypothesis),
+        ("GET /v1/models: one model", serve.ModelInfo),
+        ("every 4xx", serve.ErrorResponse),
+    ]:
+        doc = (model.__doc__ or "").strip().splitlines()[0]
+        lines += [
+            f"## {title} (`{model.__name__}`)",
+            "",
+            doc,
+            "",
+            "| field | type | default | description |",
+            "|---|---|---|---|",
+        ]
+        for name, field in model.model_fields.items():
+            description = (field.description or "").replace("|", "\\|")
+            lines.append(
+                f"| `{name}` | {_type_name(field.annotation)} | {_default(field)} | {description} |"
+            )
+        lines.append("")
+    lines += [
+        "## JSON schema of the request",
+        "",
+        "```json",
+        json.dumps(serve.TranslateRequest.model_json_schema(), indent=2, ensure_ascii=False),
+        "```",
+        "",
+        "## JSON schema of the response",
+        "",
+        "```json",
+        json.dumps(serve.TranslateResponse.model_json_schema(), indent=2, ensure_ascii=False),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+PAGES = {
+    "docs/config.md": config_reference,
+    "docs/cli.md": cli_reference,
+    "docs/api.md": api_reference,
+}
 
 
 def main(root: str = ".") -> int:

@@ -420,9 +420,9 @@ ERRORS = {
 def create_app(models: Mapping[str, Translator], config: ServeConfig | None = None):
     """The FastAPI app serving ``models`` (name -> loaded translator), first one the default."""
     # fastapi is imported here so that `jumok --help` and the schemas above stay light.
-    from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, JSONResponse
+    from fastapi_offline import FastAPIOffline
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     import jumok
@@ -454,14 +454,14 @@ def create_app(models: Mapping[str, Translator], config: ServeConfig | None = No
         for s in served.values():
             await s.batcher.stop()
 
-    app = FastAPI(
+    # FastAPIOffline: FastAPI whose /docs and /redoc pages load Swagger UI and ReDoc from files
+    # installed with it, not from a CDN (this machine, and many servers, cannot reach one).
+    app = FastAPIOffline(
         title="jumok",
         version=jumok.__version__,
         description="Attention-based sequence-to-sequence models: translate, and see what the "
         "model attends to. Every 4xx body is an ErrorResponse naming the field.",
         lifespan=lifespan,
-        docs_url=None,  # served below from local files: the default fetches Swagger UI from a CDN
-        redoc_url=None,
     )
     app.state.served = served
     app.state.config = config
@@ -580,7 +580,6 @@ def create_app(models: Mapping[str, Translator], config: ServeConfig | None = No
         )
 
     web = importlib.resources.files("jumok") / "resources" / "web"
-    _mount_api_docs(app)
 
     @app.get("/", include_in_schema=False)
     async def page():
@@ -594,25 +593,6 @@ def create_app(models: Mapping[str, Translator], config: ServeConfig | None = No
         return FileResponse(str(web / name), media_type=types[name])
 
     return app
-
-
-def _mount_api_docs(app) -> None:
-    """Swagger UI at /docs from the swagger-ui-bundle package: nothing fetched from outside."""
-    from fastapi.openapi.docs import get_swagger_ui_html
-    from fastapi.staticfiles import StaticFiles
-    from swagger_ui_bundle import swagger_ui_path
-
-    app.mount("/static/swagger", StaticFiles(directory=swagger_ui_path), name="swagger")
-
-    @app.get("/docs", include_in_schema=False)
-    async def docs():
-        return get_swagger_ui_html(
-            openapi_url="/openapi.json",
-            title="jumok API",
-            swagger_js_url="/static/swagger/swagger-ui-bundle.js",
-            swagger_css_url="/static/swagger/swagger-ui.css",
-            swagger_favicon_url="/static/swagger/favicon-32x32.png",
-        )
 
 
 def _short(value: Any) -> str:

@@ -124,7 +124,7 @@ def test_page_and_docs_fetch_nothing_from_outside(client):
     for text in (page.text, docs.text, client.get("/static/app.js").text):
         assert "http://" not in text.replace("http://127.0.0.1", "")
         assert "https://" not in text
-    assert client.get("/static/swagger/swagger-ui-bundle.js").status_code == 200
+    assert client.get("/static-offline-docs/swagger-ui-bundle.js").status_code == 200
     assert client.get("/static/style.css").status_code == 200
     assert client.get("/static/..%2Fserve.py").status_code == 404
 
