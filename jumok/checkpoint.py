@@ -4,7 +4,12 @@ One ``.safetensors`` file holds everything needed to rebuild the model: the weig
 and in the file's metadata the resolved config (YAML), both vocabularies (JSON) and a little
 about the run (JSON). Writes go to a temporary file in the same directory, are flushed to disk,
 and then renamed over the target, so a crash leaves either the old file or the new one, never a
-half-written one.
+half-written one. Every file a training run writes goes through :func:`atomic_write_bytes` (or
+:func:`atomic_path` for files another library writes, such as a matplotlib figure).
+
+Loading checks what it reads: a truncated file, a file of another format or a checkpoint of
+another format version gives a :class:`~jumok.errors.RunDirError` naming the file and what was
+expected.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import base64
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +30,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from jumok.config import Config, config_from_yaml, config_to_yaml
-from jumok.errors import RunDirError
+from jumok.errors import JumokError, RunDirError, WriteError
 from jumok.vocab import Vocab
 
 FORMAT = "jumok-checkpoint"
@@ -42,24 +49,88 @@ class Checkpoint:
     files: dict[str, bytes] = field(default_factory=dict)
 
 
+TEMP_SUFFIX = ".tmp"  # temporary files are ".NAME.RANDOM.tmp" (+ the target's suffix)
+
+
 def atomic_write_bytes(path: str | Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` via a temporary file + fsync + rename."""
+    """Write ``payload`` to ``path`` via a temporary file + fsync + rename.
+
+    Raises:
+        WriteError: the write failed (a full disk, no permission); ``path`` is unchanged and the
+            temporary file is removed.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(payload)
-            out.flush()
-            os.fsync(out.fileno())
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    except OSError as err:
+        raise _write_error(path, err) from None
+    try:
+        try:
+            _write_all(fd, payload)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise _write_error(path, err) from None
         raise
     _fsync_dir(path.parent)
 
 
+def _write_all(fd: int, payload: bytes) -> None:
+    """``os.write`` until every byte is written (one call may write fewer)."""
+    view = memoryview(payload)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _write_error(path: Path, err: OSError) -> WriteError:
+    return WriteError(
+        f"{path}: cannot write ({err.strerror or err}); the previous {path.name}, if any, is "
+        "unchanged"
+    )
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path to write ``path``'s new content to; renamed over ``path`` on success.
+
+    For files another library writes by name (a matplotlib figure). The temporary name keeps
+    ``path``'s suffix, from which such libraries pick the format.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX + path.suffix
+    )
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as written:
+            os.fsync(written.fileno())
+        os.replace(tmp, path)
+    except BaseException as err:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise _write_error(path, err) from None
+        raise
+    _fsync_dir(path.parent)
+
+
+def remove_temporary_files(directory: Path) -> list[Path]:
+    """Delete the temporary files an interrupted atomic write left in ``directory``."""
+    removed = []
+    for pattern in (f".*{TEMP_SUFFIX}", f".*{TEMP_SUFFIX}.*"):
+        for tmp in directory.glob(pattern):
+            if tmp.is_file():
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
+    return removed
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -120,13 +191,16 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read a checkpoint written by :func:`save_checkpoint`.
 
     Raises:
-        RunDirError: the file is missing, truncated, not a safetensors file, or not jumok's.
+        RunDirError: the file is missing, truncated, not a safetensors file, not jumok's, or of
+            another format version; the message names the file and what was expected.
     """
     path = Path(path)
-    try:
-        payload = path.read_bytes()
-    except FileNotFoundError:
-        raise RunDirError(f"{path}: checkpoint not found") from None
+    payload = read_file(path, "checkpoint")
+    if payload[:2] == b"PK":  # a zip archive: what torch.save writes
+        raise RunDirError(
+            f"{path}: a PyTorch pickle (torch.save), not a jumok checkpoint; expected a "
+            ".safetensors file written by jumok train"
+        )
     try:
         state_dict = st_load(payload)
         metadata = _read_metadata(payload)
@@ -143,17 +217,37 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             f"{path}: checkpoint format version {metadata.get('format_version')!r}; this jumok "
             f"reads version {FORMAT_VERSION}"
         )
-    config = config_from_yaml(metadata["config"], source=f"{path} (embedded config)")
-    for alias, name in json.loads(metadata.get("aliases", "{}")).items():
-        state_dict[alias] = state_dict[name]
-    return Checkpoint(
-        state_dict=state_dict,
-        config=config,
-        src_vocab=Vocab.from_json(metadata["src_vocab"]),
-        tgt_vocab=Vocab.from_json(metadata["tgt_vocab"]),
-        info=json.loads(metadata.get("info", "{}")),
-        files={k: base64.b64decode(v) for k, v in json.loads(metadata.get("files", "{}")).items()},
-    )
+    try:
+        config = config_from_yaml(metadata["config"], source=f"{path} (embedded config)")
+        for alias, name in json.loads(metadata.get("aliases", "{}")).items():
+            state_dict[alias] = state_dict[name]
+        files = json.loads(metadata.get("files", "{}"))
+        return Checkpoint(
+            state_dict=state_dict,
+            config=config,
+            src_vocab=Vocab.from_json(metadata["src_vocab"]),
+            tgt_vocab=Vocab.from_json(metadata["tgt_vocab"]),
+            info=json.loads(metadata.get("info", "{}")),
+            files={k: base64.b64decode(v) for k, v in files.items()},
+        )
+    except JumokError:
+        raise
+    except (KeyError, ValueError, TypeError, AttributeError) as err:  # JSONDecodeError included
+        raise RunDirError(
+            f"{path}: a jumok checkpoint whose metadata is damaged ({type(err).__name__}: {err})"
+        ) from None
+
+
+def read_file(path: Path, what: str) -> bytes:
+    """The bytes of ``path``; a missing or unreadable file is a RunDirError naming it."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise RunDirError(f"{path}: {what} not found") from None
+    except IsADirectoryError:
+        raise RunDirError(f"{path}: a directory; expected a {what} file") from None
+    except OSError as err:
+        raise RunDirError(f"{path}: cannot read the {what}: {err.strerror or err}") from None
 
 
 def _read_metadata(payload: bytes) -> dict[str, str]:

@@ -36,15 +36,37 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train a model from a YAML config",
         description="Train the model a config describes and write a run directory "
-        "(config.yaml, metrics.jsonl, best/last checkpoints).",
+        "(config.yaml, metrics.jsonl, best/last checkpoints, resume.state). SIGINT or SIGTERM "
+        "finishes the current update, saves the run and exits (130 or 143) with the command "
+        "that resumes it; a second one exits at once. See docs/reliability.md.",
     )
-    _config_arguments(
-        p, "override a config field by its dotted path, e.g. --set train.lr=3e-4 (repeatable)"
+    p.add_argument(
+        "config",
+        type=Path,
+        nargs="?",
+        help="YAML config (see docs/config.md); optional with --resume (it must then agree with "
+        "the run's)",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field by its dotted path, e.g. --set train.lr=3e-4 (repeatable)",
     )
     p.add_argument(
         "--run-dir",
         type=Path,
         help="where to write the run (default: runs/CONFIGNAME-TIMESTAMP); must not hold a run",
+    )
+    p.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RUN_DIR",
+        help="continue the unfinished run in RUN_DIR from its last saved state, exactly as if "
+        "it had not stopped; logs are appended. Only train.threads, train.examples, "
+        "train.device and train.resume_every may differ from the run's config",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     p.set_defaults(func=cmd_train)
@@ -264,14 +286,35 @@ def _config_arguments(p: argparse.ArgumentParser, set_help: str) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from jumok.config import load_config
+    from jumok.errors import ConfigError, RunDirError
+    from jumok.resume import TrainingInterrupted, require_resumable
     from jumok.train import train
 
-    cfg = load_config(args.config, args.overrides)
-    run_dir = args.run_dir or Path("runs") / (
-        f"{args.config.stem}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    )
-    print(f"run directory: {run_dir}")
-    result = train(cfg, run_dir, progress=not args.no_progress)
+    if args.resume is not None:
+        if args.run_dir is not None and args.run_dir != args.resume:
+            raise RunDirError("--resume RUN_DIR names the run directory; leave out --run-dir")
+        run_dir = args.resume
+        require_resumable(run_dir)
+        cfg = load_config(args.config or run_dir / "config.yaml", args.overrides)
+    elif args.config is None:
+        raise ConfigError("jumok train: give a CONFIG to start a run, or --resume RUN_DIR")
+    else:
+        cfg = load_config(args.config, args.overrides)
+        run_dir = args.run_dir or Path("runs") / (
+            f"{args.config.stem}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+        )
+    print(f"run directory: {run_dir}", flush=True)
+    try:
+        result = train(
+            cfg,
+            run_dir,
+            progress=not args.no_progress,
+            resume=args.resume is not None,
+            handle_signals=True,
+        )
+    except TrainingInterrupted as stop:
+        print(f"jumok: {stop}", file=sys.stderr)
+        return stop.exit_code
     print(f"best dev exact match {100 * result.best_exact_match:.2f}%; checkpoints in {run_dir}/")
     return 0
 

@@ -487,6 +487,13 @@ class TrainConfig(_Frozen):
         description="Wall-clock budget: stop cleanly after the update that crosses it, validate and "
         "keep a checkpoint. null = no budget.",
     )
+    resume_every: int | None = Field(
+        None,
+        gt=0,
+        description="Also save the resumable state (resume.state) every this many updates. It is "
+        "always saved before the first update, after every validation, at the end of every epoch "
+        "and on SIGINT/SIGTERM; null = only then. See docs/reliability.md.",
+    )
     bucketing: bool = Field(
         True,
         description="Group sentences of similar source length into the same batch (less padding, "

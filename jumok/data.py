@@ -74,8 +74,12 @@ def read_pairs(path: str | Path) -> list[Pair]:
 def write_pairs(path: str | Path, pairs: Sequence[Pair]) -> None:
     """Write pairs as a ``source<TAB>target`` file (inverse of :func:`read_pairs`)."""
     with open(path, "w", encoding="utf-8", newline="\n") as out:
-        for source, target in pairs:
-            out.write(f"{source}\t{target}\n")
+        out.write(pairs_text(pairs))
+
+
+def pairs_text(pairs: Sequence[Pair]) -> str:
+    """The text of a ``source<TAB>target`` file holding ``pairs``."""
+    return "".join(f"{source}\t{target}\n" for source, target in pairs)
 
 
 def _clip(text: str, limit: int = 60) -> str:

@@ -21,3 +21,7 @@ class DataError(JumokError):
 
 class RunDirError(JumokError):
     """A run directory or checkpoint cannot be used as asked."""
+
+
+class WriteError(JumokError):
+    """A file cannot be written (a full disk, no permission); what was on disk is unchanged."""

@@ -12,15 +12,20 @@ A run directory holds everything about one run::
                        (train.early_stopping.metric)
     last.safetensors   the same, after the latest validation
     checkpoints/       the k best (train.keep_best > 1)
+    resume.state       everything needed to continue the run exactly (see jumok.resume)
     tensorboard/       the same metrics as TensorBoard events, when tensorboard is installed
 
-A directory that already holds a run is never reused: :func:`prepare_run_dir` refuses it.
+Every file is written atomically (a temporary file, then a rename; see jumok.checkpoint), so an
+interruption at any moment leaves each file either as it was or complete. A directory that
+already holds a run is never reused: :func:`prepare_run_dir` refuses it; ``train(...,
+resume=True)`` (``jumok train --resume RUN_DIR``) continues an unfinished one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import itertools
 import json
 import math
@@ -35,7 +40,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from jumok.checkpoint import atomic_write_text, save_checkpoint
+from jumok.checkpoint import (
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_text,
+    remove_temporary_files,
+    save_checkpoint,
+)
 from jumok.config import Config, TrainConfig, config_to_yaml
 from jumok.data import (
     Batch,
@@ -46,19 +57,38 @@ from jumok.data import (
     encode_pairs,
     iterate_batches,
     load_splits,
+    pairs_text,
     streamed_batches,
     streamed_train_pairs,
-    write_pairs,
 )
-from jumok.errors import RunDirError
+from jumok.errors import RunDirError, WriteError
 from jumok.metrics import bleu, chrf, exact_match, token_accuracy
 from jumok.model import Seq2Seq, build_model
+from jumok.resume import (
+    STATE_FILE,
+    Progress,
+    SignalGuard,
+    TrainingInterrupted,
+    check_vocabularies,
+    collect,
+    keep_first_rows,
+    load_resumable,
+    restore,
+    resume_command,
+)
+from jumok.resume import save_state as save_resume_state
 from jumok.schedules import EarlyStopping, Schedule
 from jumok.search import greedy
 from jumok.tokenizers import Tokenizer, make_tokenizers, tokenizer_files
 from jumok.vocab import PAD_ID, Vocab
 
-RUN_MARKERS = ("config.yaml", "metrics.jsonl", "best.safetensors", "last.safetensors")
+RUN_MARKERS = (
+    "config.yaml",
+    "metrics.jsonl",
+    "best.safetensors",
+    "last.safetensors",
+    STATE_FILE,
+)
 METRICS = {
     "exact_match": "dev_exact_match",
     "bleu": "dev_bleu",
@@ -260,11 +290,49 @@ def train(
     run_dir: str | Path,
     log: Callable[[str], None] = print,
     progress: bool = True,
+    resume: bool = False,
+    handle_signals: bool = False,
 ) -> TrainResult:
-    """Train the model described by ``cfg`` and write the run into ``run_dir``."""
+    """Train the model described by ``cfg`` and write the run into ``run_dir``.
+
+    Args:
+        resume: continue the unfinished run in ``run_dir`` from its ``resume.state``; ``cfg``
+            must be the run's config (see :func:`jumok.resume.load_resumable`). The result is
+            the one an uninterrupted run gives.
+        handle_signals: the first SIGINT/SIGTERM finishes the current update, saves a
+            resumable state and raises :class:`~jumok.resume.TrainingInterrupted`; a second
+            exits at once (``jumok train`` sets this).
+
+    Raises:
+        RunDirError: ``run_dir`` already holds a run (or, with ``resume``, cannot be resumed).
+        WriteError: a file could not be written (a full disk); what was on disk is unchanged.
+    """
     run_dir = Path(run_dir)
-    prepare_run_dir(run_dir)
-    start = time.perf_counter()
+    saved = None
+    if resume:
+        saved = load_resumable(run_dir, cfg, map_location=resolve_device(cfg.train.device))
+    else:
+        prepare_run_dir(run_dir)
+    with SignalGuard(run_dir, enabled=handle_signals) as signals:
+        try:
+            return _train(cfg, run_dir, log, progress, saved, signals)
+        except WriteError as err:
+            if not (run_dir / STATE_FILE).exists():
+                raise
+            raise WriteError(
+                f"{err}. Once there is room, continue from the last saved state with: "
+                f"{resume_command(run_dir)}"
+            ) from None
+
+
+def _train(
+    cfg: Config,
+    run_dir: Path,
+    log: Callable[[str], None],
+    progress: bool,
+    saved: dict | None,
+    signals: SignalGuard,
+) -> TrainResult:
     t = cfg.train
     if t.threads:
         torch.set_num_threads(t.threads)
@@ -278,15 +346,18 @@ def train(
     v = build_vocabularies(cfg, splits, run_dir, log)
     src_tok, tgt_tok, src_vocab, tgt_vocab = v.src_tok, v.tgt_tok, v.src_vocab, v.tgt_vocab
     files, held_out, train_pairs = v.files, v.held_out, v.train_pairs
-    atomic_write_text(run_dir / "config.yaml", config_to_yaml(cfg))
-    atomic_write_text(
-        run_dir / "vocab.json",
-        json.dumps({"source": src_vocab.tokens, "target": tgt_vocab.tokens}, ensure_ascii=False),
-    )
-    if cfg.data.generate is not None:
-        (run_dir / "data").mkdir(exist_ok=True)
-        for name in ("train", "dev", "test"):
-            write_pairs(run_dir / "data" / f"{name}.tsv", getattr(splits, name))
+    vocab_tokens = {"source": src_vocab.tokens, "target": tgt_vocab.tokens}
+    if saved is None:
+        atomic_write_text(run_dir / "config.yaml", config_to_yaml(cfg))
+        atomic_write_text(run_dir / "vocab.json", json.dumps(vocab_tokens, ensure_ascii=False))
+        if cfg.data.generate is not None:
+            (run_dir / "data").mkdir(exist_ok=True)
+            for name in ("train", "dev", "test"):
+                atomic_write_text(
+                    run_dir / "data" / f"{name}.tsv", pairs_text(getattr(splits, name))
+                )
+    else:
+        check_vocabularies(saved, vocab_tokens, run_dir)
 
     def encode(pairs: list[Pair]) -> EncodedPairs:
         return encode_pairs(
@@ -326,7 +397,7 @@ def train(
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: {n_params:,} parameters; device {device}; precision {t.precision}")
     optimizer = make_optimizer(model, t)
-    generator = torch.Generator().manual_seed(t.seed)
+    generator = torch.Generator().manual_seed(t.seed)  # orders the batches
     by_tokens = t.batch_type == "tokens"
     tokens_N = train_data.tgt_len_N if by_tokens else None
     batches_per_epoch = len(
@@ -338,22 +409,39 @@ def train(
     total_steps = min(t.max_steps or math.inf, t.epochs * updates_per_epoch)
     stopper = EarlyStopping(t.early_stopping)
     schedule = Schedule(optimizer, t.schedule, t.lr, int(total_steps), stopper.mode)
-    board = _tensorboard(run_dir)
     detok = lambda ids: tgt_tok.detokenize(tgt_vocab.decode(ids))  # noqa: E731
 
-    history: list[EpochRecord] = []
-    step = 0
+    if saved is None:
+        p = Progress(epoch_data_rng=generator.get_state())
+    else:
+        p = restore(saved, model, optimizer, schedule, stopper)
+        _forget_unsaved_rows(run_dir, len(p.history), log)
+        for folder in (run_dir, run_dir / "checkpoints"):
+            if folder.is_dir():
+                remove_temporary_files(folder)
+        log(
+            f"resuming {run_dir} at epoch {p.epoch}/{t.epochs}, update {p.step} "
+            f"({p.updates_in_epoch} of {updates_per_epoch} done in this epoch)"
+        )
+    board = _tensorboard(run_dir, purge_step=p.step + 1 if saved is not None else None)
+    start = time.perf_counter() - p.elapsed_seconds
+    since_time = time.perf_counter() - p.since_seconds
     stopped = stopped_early = False
-    since = {"time": time.perf_counter(), "loss": 0.0, "tokens": 0}
+
+    def save_state() -> None:
+        now = time.perf_counter()
+        p.elapsed_seconds, p.since_seconds = now - start, now - since_time
+        state = collect(p, model, optimizer, schedule, stopper, cfg, vocab_tokens)
+        save_resume_state(run_dir / STATE_FILE, state)
 
     def validate(epoch: int) -> None:
-        nonlocal stopped_early
-        seconds = time.perf_counter() - since["time"]
+        nonlocal stopped_early, since_time
+        seconds = time.perf_counter() - since_time
         scores = evaluate(model, dev_data, splits.dev, detok, cfg, device)
         record = EpochRecord(
             epoch=epoch,
-            step=step,
-            train_loss=since["loss"] / max(since["tokens"], 1),
+            step=p.step,
+            train_loss=p.since_loss / max(p.since_tokens, 1),
             dev_loss=scores.loss,
             dev_exact_match=scores.exact_match,
             dev_token_accuracy=scores.token_accuracy,
@@ -362,14 +450,19 @@ def train(
             lr=schedule.lr,
             epoch_seconds=seconds,
             elapsed_seconds=time.perf_counter() - start,
-            train_tokens_per_second=since["tokens"] / max(seconds, 1e-9),
+            train_tokens_per_second=p.since_tokens / max(seconds, 1e-9),
         )
-        history.append(record)
+        p.history.append(asdict(record))
+        p.validated_at = p.step
         _write_metrics(run_dir, record, board)
         value = getattr(record, METRICS[t.early_stopping.metric])
         improved = stopper.update(value)
         schedule.after_validation(value)
-        info = {"epoch": epoch, "step": step, **{k: getattr(record, v) for k, v in METRICS.items()}}
+        info = {
+            "epoch": epoch,
+            "step": p.step,
+            **{k: getattr(record, v) for k, v in METRICS.items()},
+        }
         save_checkpoint(run_dir / "last.safetensors", model, cfg, src_vocab, tgt_vocab, info, files)
         if improved:
             save_checkpoint(
@@ -377,7 +470,7 @@ def train(
             )
         if t.keep_best > 1:
             _keep_best(run_dir, model, cfg, (src_vocab, tgt_vocab, files), info, value, stopper)
-        where = f"epoch {epoch}/{t.epochs}" + (f" step {step}" if t.valid_every else "")
+        where = f"epoch {epoch}/{t.epochs}" + (f" step {p.step}" if t.valid_every else "")
         log(
             f"{where}  train loss {record.train_loss:.4f}  dev loss {scores.loss:.4f}  "
             f"dev exact match {100 * scores.exact_match:.2f}%"
@@ -386,85 +479,111 @@ def train(
         )
         for source, ref, hyp in _examples(splits.dev, scores.hyps, t.examples):
             log(f"    {source!r} -> {hyp!r}" + ("" if hyp == ref else f"  (reference {ref!r})"))
-        _draw_curve(run_dir, history)
+        _draw_curve(run_dir, p.history)
         if stopper.should_stop:
             stopped_early = True
         model.train()
-        since.update(time=time.perf_counter(), loss=0.0, tokens=0)
+        p.since_loss, p.since_tokens = 0.0, 0
+        since_time = time.perf_counter()
 
+    def stop_if_signalled() -> None:
+        if signals.received is not None:
+            save_state()
+            raise TrainingInterrupted(signals.received, run_dir, p.step)
+
+    if saved is None:
+        save_state()  # resumable from the very start
     streamed_dropped = [0]
-    for epoch in range(1, t.epochs + 1):
-        model.train()
-        if d.streaming:
-            batches = streamed_batches(
-                d,
-                held_out,
-                encode,
-                t.batch_size,
-                t.bucketing,
-                by_tokens,
-                generator,
-                t.seed + epoch,
-                streamed_dropped,
-            )
-        else:
-            batches = iterate_batches(
-                train_data, t.batch_size, True, t.bucketing, generator, by_tokens
-            )
-        bar = tqdm(
-            grouped(batches, t.accumulate),
-            total=updates_per_epoch,
-            desc=f"epoch {epoch}/{t.epochs}",
-            disable=not progress,
-            leave=False,
-            file=sys.stderr,
-            mininterval=0.5,
-        )
-        validated_at = -1
-        for group in bar:
-            loss_sum, n_tokens = accumulated_update(model, optimizer, group, t, device)
-            schedule.after_update()
-            step += 1
-            since["loss"] += loss_sum
-            since["tokens"] += n_tokens
-            if progress:
-                elapsed = time.perf_counter() - since["time"]
-                bar.set_postfix(
-                    loss=f"{since['loss'] / max(since['tokens'], 1):.4f}",
-                    tok_s=f"{since['tokens'] / max(elapsed, 1e-9):,.0f}",
-                    lr=f"{schedule.lr:.2e}",
-                    refresh=False,
+    try:
+        stop_if_signalled()
+        for epoch in range(p.epoch, t.epochs + 1):
+            model.train()
+            # The epoch's batches depend only on the generator's state when it began: resuming
+            # mid-epoch rebuilds them and skips the updates already done (see jumok.resume).
+            generator.set_state(p.epoch_data_rng)
+            if d.streaming:
+                batches = streamed_batches(
+                    d,
+                    held_out,
+                    encode,
+                    t.batch_size,
+                    t.bucketing,
+                    by_tokens,
+                    generator,
+                    t.seed + epoch,
+                    streamed_dropped,
                 )
-            if t.max_seconds and time.perf_counter() - start >= t.max_seconds:
-                stopped = True
-            if t.max_steps and step >= t.max_steps:
-                stopped = True
-            if stopped or (t.valid_every and step % t.valid_every == 0):
+            else:
+                batches = iterate_batches(
+                    train_data, t.batch_size, True, t.bucketing, generator, by_tokens
+                )
+            groups = itertools.islice(grouped(batches, t.accumulate), p.updates_in_epoch, None)
+            bar = tqdm(
+                groups,
+                total=updates_per_epoch,
+                initial=p.updates_in_epoch,
+                desc=f"epoch {epoch}/{t.epochs}",
+                disable=not progress,
+                leave=False,
+                file=sys.stderr,
+                mininterval=0.5,
+            )
+            with contextlib.closing(bar):
+                for group in bar:
+                    loss_sum, n_tokens = accumulated_update(model, optimizer, group, t, device)
+                    schedule.after_update()
+                    p.step += 1
+                    p.updates_in_epoch += 1
+                    p.since_loss += loss_sum
+                    p.since_tokens += n_tokens
+                    if progress:
+                        elapsed = time.perf_counter() - since_time
+                        bar.set_postfix(
+                            loss=f"{p.since_loss / max(p.since_tokens, 1):.4f}",
+                            tok_s=f"{p.since_tokens / max(elapsed, 1e-9):,.0f}",
+                            lr=f"{schedule.lr:.2e}",
+                            refresh=False,
+                        )
+                    if t.max_seconds and time.perf_counter() - start >= t.max_seconds:
+                        stopped = True
+                    if t.max_steps and p.step >= t.max_steps:
+                        stopped = True
+                    validated = bool(stopped or (t.valid_every and p.step % t.valid_every == 0))
+                    if validated:
+                        validate(epoch)
+                    if stopped or stopped_early:
+                        break
+                    if validated or (t.resume_every and p.step % t.resume_every == 0):
+                        save_state()
+                    stop_if_signalled()
+            if p.validated_at != p.step and not t.valid_every:
                 validate(epoch)
-                validated_at = step
-            if stopped or stopped_early:
+            elif p.validated_at != p.step and t.valid_every and epoch == t.epochs:
+                validate(epoch)  # the last updates are validated too
+            if stopped:
+                why = (
+                    "train.max_steps"
+                    if t.max_steps and p.step >= t.max_steps
+                    else "the wall-clock budget"
+                )
+                log(f"stopped at {why} (step {p.step})")
                 break
-        bar.close()
-        if validated_at != step and not t.valid_every:
-            validate(epoch)
-        elif validated_at != step and t.valid_every and epoch == t.epochs:
-            validate(epoch)  # the last updates are validated too
-        if stopped:
-            why = (
-                "train.max_steps"
-                if t.max_steps and step >= t.max_steps
-                else "the wall-clock budget"
-            )
-            log(f"stopped at {why} (step {step})")
-            break
-        if stopped_early:
-            log(
-                f"stopped early: dev {t.early_stopping.metric} did not improve for "
-                f"{t.early_stopping.patience} validations (best {stopper.best:.4f})"
-            )
-            break
-    if board is not None:
-        board.close()
+            if stopped_early:
+                log(
+                    f"stopped early: dev {t.early_stopping.metric} did not improve for "
+                    f"{t.early_stopping.patience} validations (best {stopper.best:.4f})"
+                )
+                break
+            if epoch < t.epochs:
+                p.begin_epoch(epoch + 1, generator.get_state())
+                save_state()
+                stop_if_signalled()
+        p.finished = True
+        save_state()  # a finished run is not resumed
+    finally:
+        if board is not None:
+            board.close()
+    history = [EpochRecord(**row) for row in p.history]
     best_em = max((r.dev_exact_match for r in history), default=0.0)
     return TrainResult(
         run_dir, history, best_em, stopped, stopped_early, src_vocab, tgt_vocab, splits.test
@@ -502,17 +621,20 @@ def _examples(pairs: list[Pair], hyps: list[str], k: int) -> list[tuple[str, str
 
 
 def _write_metrics(run_dir: Path, record: EpochRecord, board) -> None:
-    """Append one record to metrics.jsonl and metrics.csv (and TensorBoard when present)."""
+    """Append one record to metrics.jsonl and metrics.csv (and TensorBoard when present).
+
+    Each file is rewritten whole, atomically, with the new row at its end: an interruption
+    leaves it with or without that row, never with half of it.
+    """
     row = asdict(record)
-    with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as out:
-        out.write(json.dumps(row) + "\n")
-    csv_path = run_dir / "metrics.csv"
-    new = not csv_path.exists()
-    with open(csv_path, "a", encoding="utf-8", newline="") as out:
-        writer = csv.DictWriter(out, fieldnames=list(row))
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
+    jsonl, csv_path = run_dir / "metrics.jsonl", run_dir / "metrics.csv"
+    atomic_write_bytes(jsonl, _read_or_empty(jsonl) + (json.dumps(row) + "\n").encode("utf-8"))
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(row), lineterminator="\n")
+    if not csv_path.exists():
+        writer.writeheader()
+    writer.writerow(row)
+    atomic_write_bytes(csv_path, _read_or_empty(csv_path) + text.getvalue().encode("utf-8"))
     if board is not None:
         for key, value in row.items():
             if key not in ("epoch", "step"):
@@ -520,19 +642,35 @@ def _write_metrics(run_dir: Path, record: EpochRecord, board) -> None:
         board.flush()
 
 
-def _tensorboard(run_dir: Path):
-    """A TensorBoard writer in run_dir/tensorboard when the tensorboard package is installed."""
+def _read_or_empty(path: Path) -> bytes:
+    return path.read_bytes() if path.exists() else b""
+
+
+def _forget_unsaved_rows(run_dir: Path, rows: int, log: Callable[[str], None]) -> None:
+    """Drop metrics rows written after the saved state: the resumed run writes them again."""
+    dropped = keep_first_rows(run_dir / "metrics.jsonl", rows, header=False)
+    keep_first_rows(run_dir / "metrics.csv", rows, header=True)
+    if dropped:
+        log(f"metrics: dropped {dropped} row(s) written after the saved state; redoing them")
+
+
+def _tensorboard(run_dir: Path, purge_step: int | None = None):
+    """A TensorBoard writer in run_dir/tensorboard when the tensorboard package is installed.
+
+    ``purge_step`` (on resume) hides events a lost part of the run logged at that step or later.
+    """
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         return None
-    return SummaryWriter(str(run_dir / "tensorboard"))
+    return SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge_step)
 
 
-def _draw_curve(run_dir: Path, history: list[EpochRecord]) -> None:
+def _draw_curve(run_dir: Path, history: list[dict]) -> None:
     from jumok import plot
 
-    plot.learning_curve(run_dir / "learning_curve.png", [asdict(r) for r in history])
+    with atomic_path(run_dir / "learning_curve.png") as tmp:
+        plot.learning_curve(tmp, history)
 
 
 def _keep_best(run_dir, model, cfg, vocabs_and_files, info, value, stopper) -> None:
@@ -543,6 +681,8 @@ def _keep_best(run_dir, model, cfg, vocabs_and_files, info, value, stopper) -> N
     folder.mkdir(exist_ok=True)
     index_path = folder / "index.json"
     kept = json.loads(index_path.read_text(encoding="utf-8")) if index_path.exists() else []
+    # A resumed run may validate a step again that a lost part of the run already recorded.
+    kept = [e for e in kept if e["step"] != info["step"]]
     kept.append({"step": info["step"], "value": value})
     reverse = stopper.mode == "max"
     kept.sort(

@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 from jumok.checkpoint import load_checkpoint, save_checkpoint
 from jumok.config import load_config
-from jumok.errors import RunDirError
+from jumok.errors import RunDirError, WriteError
 from jumok.model import build_model
 from jumok.vocab import Vocab
 
@@ -76,7 +76,7 @@ def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("jumok.checkpoint.os.fsync", broken_fsync)
-    with pytest.raises(OSError):
+    with pytest.raises(WriteError, match=r"best\.safetensors: cannot write \(No space left"):
         save_checkpoint(path, model, cfg, src_vocab, tgt_vocab, {"epoch": 2})
     assert path.read_bytes() == before
     assert not list(tmp_path.glob("*.tmp"))
