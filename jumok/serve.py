@@ -27,9 +27,16 @@ from collections.abc import Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    create_model,
+)
 from pydantic.fields import FieldInfo
 
 from jumok.batcher import DynamicBatcher, QueueFull
@@ -93,8 +100,13 @@ TranslateRequest = create_model(
     __config__=ConfigDict(extra="forbid"),
     __doc__="Texts to translate, and any decoding option (the run's decode section otherwise).",
     texts=(
-        list[str],
-        Field(description="The texts, one sentence each.", examples=[["Two dogs run."]]),
+        list[Annotated[str, StringConstraints(min_length=1)]],
+        Field(
+            min_length=1,
+            description="The texts, one sentence each (at most --max-texts texts of at most "
+            "--max-chars characters; no line breaks or control characters).",
+            examples=[["Two dogs run."]],
+        ),
     ),
     model=(
         str | None,

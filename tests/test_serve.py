@@ -143,8 +143,8 @@ def error(response, status: int, field: str | None):
 @pytest.mark.parametrize(
     ("payload", "status", "field", "says"),
     [
-        ({"texts": []}, 422, "texts", "empty"),
-        ({"texts": [""]}, 422, "texts[0]", "empty"),
+        ({"texts": []}, 422, "texts", "at least 1 item"),
+        ({"texts": [""]}, 422, "texts[0]", "at least 1 character"),
         ({"texts": ["ok", "   "]}, 422, "texts[1]", "empty"),
         ({"texts": ["a\x00b"]}, 422, "texts[0]", "U+0000"),
         ({"texts": ["one\ntwo"]}, 422, "texts[0]", "line break"),
