@@ -143,6 +143,7 @@ def prepare_run_dir(run_dir: Path) -> None:
         raise RunDirError(
             f"{run_dir}: already holds a run ({', '.join(taken)}); nothing was changed. "
             "Choose a new --run-dir (or delete this one yourself)"
+            + (f"; if it is unfinished: {resume_command(run_dir)}" if STATE_FILE in taken else "")
         )
     run_dir.mkdir(parents=True, exist_ok=True)
 

@@ -96,3 +96,40 @@ def test_checkpoints_written_before_the_rnn_rename_still_load(tiny_model):
     again.load_state_dict(old)
     for k, v in tiny_model.state_dict().items():
         assert torch.equal(again.state_dict()[k], v), k
+
+
+def _jumok_file_without_config(path):
+    save_file(
+        {"w": torch.zeros(2)}, path, metadata={"format": "jumok-checkpoint", "format_version": "1"}
+    )
+
+
+def _older_version(path, monkeypatch):
+    cfg, src_vocab, tgt_vocab, model = _setup()
+    monkeypatch.setattr("jumok.checkpoint.FORMAT_VERSION", "0")
+    save_checkpoint(path, model, cfg, src_vocab, tgt_vocab)
+    monkeypatch.undo()
+
+
+@pytest.mark.parametrize(
+    ("write", "expected"),
+    [
+        (lambda p, mp: p.write_bytes(bytes(range(256)) * 20), "not a readable safetensors"),
+        (lambda p, mp: torch.save({"w": torch.zeros(2)}, p), r"a PyTorch pickle \(torch\.save\)"),
+        (
+            lambda p, mp: _jumok_file_without_config(p),
+            "a jumok checkpoint whose metadata is damaged",
+        ),
+        (_older_version, "checkpoint format version '0'; this jumok reads version 1"),
+        (lambda p, mp: p.mkdir(), "a directory; expected a checkpoint file"),
+    ],
+    ids=["random-bytes", "torch-pickle", "no-config", "older-version", "directory"],
+)
+def test_a_file_that_is_not_a_jumok_checkpoint_gives_one_clear_error(
+    tmp_path, monkeypatch, write, expected
+):
+    path = tmp_path / "model.safetensors"
+    write(path, monkeypatch)
+    with pytest.raises(RunDirError, match=expected) as err:
+        load_checkpoint(path)
+    assert str(err.value).startswith(f"{path}: ")
