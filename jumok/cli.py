@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jumok.errors import ConfigError, DataError, JumokError
+from jumok.readers import MAX_INPUT_CHARS
 from jumok.readers import read_lines as read_inputs
 
 if TYPE_CHECKING:
@@ -98,6 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--input", default="-", help="input file, one text per line; '-' = stdin (default)"
     )
     p.add_argument("--output", default="-", help="output file; '-' = stdout (default)")
+    p.add_argument(
+        "--max-input-chars",
+        type=int,
+        default=MAX_INPUT_CHARS,
+        help=f"longest input line accepted (default {MAX_INPUT_CHARS}); a longer one is an error "
+        "naming the line, as a file that is not one sentence per line usually is",
+    )
     p.add_argument(
         "--format",
         choices=["text", "jsonl"],
@@ -491,7 +499,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
         interactive(translator, {"max_length": args.max_length, "batch_size": 1, **options})
         return 0
-    texts = read_inputs(args.input)
+    texts = read_inputs(args.input, max_chars=args.max_input_chars)
     results = translator.translate(
         texts,
         max_length=args.max_length,

@@ -21,7 +21,6 @@ import asyncio
 import importlib.resources
 import re
 import time
-import unicodedata
 import warnings
 from collections.abc import Mapping
 from contextlib import asynccontextmanager
@@ -42,6 +41,7 @@ from pydantic.fields import FieldInfo
 from jumok.batcher import DynamicBatcher, QueueFull
 from jumok.config import DecodeConfig
 from jumok.errors import ConfigError, DataError, JumokError, RunDirError
+from jumok.readers import text_problem
 from jumok.translator import Translation, Translator
 
 
@@ -263,22 +263,11 @@ def check_text(index: int, text: str, limits: ServeConfig, translator: Translato
             "per text (--max-chars)",
             field,
         )
-    for position, char in enumerate(text):
-        if char in "\n\r\u2028\u2029":
-            raise ApiError(
-                422,
-                f"{field}: line break at position {position}; send one sentence per item of texts",
-                field,
-            )
-        if unicodedata.category(char) in ("Cc", "Cs") and char != "\t":
-            raise ApiError(
-                422,
-                f"{field}: control character U+{ord(char):04X} at position {position}; expected "
-                "printable text",
-                field,
-            )
-    if not text.strip() or not translator.src_tok.tokenize(text):
-        raise ApiError(422, f"{field}: the text is empty; expected at least one character", field)
+    problem = text_problem(text)
+    if problem is None and not translator.src_tok.tokenize(text):
+        problem = "the text is empty; expected at least one character"
+    if problem:
+        raise ApiError(422, f"{field}: {problem}", field)
 
 
 def decode_options(request: BaseModel, translator: Translator, limits: ServeConfig):

@@ -1,0 +1,377 @@
+"""The bad-input matrix: every mistake a user can make with a config, a data file, a checkpoint or
+an input gets a non-zero exit (or a 4xx from the server) and one message that names the file,
+line or field and says what was expected, and nothing already on disk changes (checked by hash).
+
+Each case builds its mistake inside a work folder that also holds a finished run; the folder's
+hashes are taken before the command and compared after it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from safetensors.torch import save_file
+from test_train import QUIET, small_config
+
+import jumok
+from jumok.cli import main
+from jumok.serve import ServeConfig, create_app
+from jumok.train import train
+
+TINY = """\
+data:
+  train: pairs.tsv
+  dev_size: 2
+model:
+  encoder: {embedding_size: 8, hidden_size: 16}
+  decoder: {embedding_size: 8, hidden_size: 16}
+  attention: dot
+train: {epochs: 1, batch_size: 4}
+"""
+PAIRS = "".join(f"abc{i}\tcba{i}\n" for i in range(12))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("matrix") / "run"
+    train(small_config("train.epochs=1"), run, **QUIET)
+    return run
+
+
+@pytest.fixture
+def work(tmp_path, trained) -> Path:
+    """A work folder: a finished run, a tiny config and its data."""
+    shutil.copytree(trained, tmp_path / "run")
+    (tmp_path / "tiny.yaml").write_text(TINY, encoding="utf-8")
+    (tmp_path / "pairs.tsv").write_text(PAIRS, encoding="utf-8")
+    return tmp_path
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@dataclass
+class Case:
+    name: str
+    make: Callable[[Path], list[str]]  # writes the mistake under the folder, returns the argv
+    says: tuple[str, ...]  # what the one-line message must contain
+
+
+def config(text: str, name: str = "bad.yaml"):
+    def make(w: Path) -> list[str]:
+        (w / name).write_text(text, encoding="utf-8")
+        return ["train", str(w / name), "--run-dir", str(w / "new")]
+
+    return make
+
+
+def tiny_with(old: str, new: str):
+    return config(TINY.replace(old, new))
+
+
+def data(content: bytes, name: str = "pairs.tsv", extra: str = ""):
+    def make(w: Path) -> list[str]:
+        (w / name).write_bytes(content)
+        text = TINY.replace("train: pairs.tsv", f"train: {name}{extra}")
+        (w / "d.yaml").write_text(text, encoding="utf-8")
+        return ["train", str(w / "d.yaml"), "--run-dir", str(w / "new")]
+
+    return make
+
+
+def parallel(src_lines: int, tgt_lines: int):
+    def make(w: Path) -> list[str]:
+        (w / "a.src").write_text("".join(f"s{i}\n" for i in range(src_lines)), encoding="utf-8")
+        (w / "a.tgt").write_text("".join(f"t{i}\n" for i in range(tgt_lines)), encoding="utf-8")
+        text = TINY.replace("train: pairs.tsv", "train: [a.src, a.tgt]")
+        (w / "p.yaml").write_text(text, encoding="utf-8")
+        return ["train", str(w / "p.yaml"), "--run-dir", str(w / "new")]
+
+    return make
+
+
+def checkpoint(write: Callable[[Path, Path], None]):
+    """A run folder 'broken' whose best.safetensors ``write(path, good_checkpoint)`` makes."""
+
+    def make(w: Path) -> list[str]:
+        broken = w / "broken"
+        broken.mkdir()
+        write(broken / "best.safetensors", w / "run" / "best.safetensors")
+        (w / "in.txt").write_text("Jan 2, 2003\n", encoding="utf-8")
+        return ["translate", str(broken), "--input", str(w / "in.txt")]
+
+    return make
+
+
+def truncated(path: Path, good: Path) -> None:
+    path.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+
+
+def torch_pickle(path: Path, good: Path) -> None:
+    torch.save({"weight": torch.zeros(2)}, path)
+
+
+def foreign_safetensors(path: Path, good: Path) -> None:
+    save_file({"weight": torch.zeros(2)}, str(path), metadata={"format": "pt"})
+
+
+def future_version(path: Path, good: Path) -> None:
+    payload = good.read_bytes()
+    size = struct.unpack("<Q", payload[:8])[0]
+    header = json.loads(payload[8 : 8 + size])
+    header["__metadata__"]["format_version"] = "999"
+    encoded = json.dumps(header).encode()
+    encoded += b" " * ((8 - len(encoded) % 8) % 8)
+    path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + payload[8 + size :])
+
+
+def text_file(path: Path, good: Path) -> None:
+    path.write_text("this is not a checkpoint\n", encoding="utf-8")
+
+
+def translate_input(content: bytes, *flags: str):
+    def make(w: Path) -> list[str]:
+        (w / "in.txt").write_bytes(content)
+        return ["translate", str(w / "run"), "--input", str(w / "in.txt"), *flags]
+
+    return make
+
+
+def ensemble_of_different_vocabularies(w: Path) -> list[str]:
+    other = w / "other"
+    train(
+        small_config("train.epochs=1", "data.generate.task=addition", "decode.max_length=6"),
+        other,
+        **QUIET,
+    )
+    (w / "in.txt").write_text("12+3\n", encoding="utf-8")
+    return ["translate", str(w / "run"), str(other), "--input", str(w / "in.txt")]
+
+
+def eval_lengths(w: Path) -> list[str]:
+    (w / "src.txt").write_text("Jan 2, 2003\nMar 3, 1999\n", encoding="utf-8")
+    (w / "ref.txt").write_text("2003-01-02\n", encoding="utf-8")
+    return [
+        "eval",
+        str(w / "run"),
+        "--src",
+        str(w / "src.txt"),
+        "--ref",
+        str(w / "ref.txt"),
+        "--out",
+        str(w / "report"),
+    ]
+
+
+CASES = [
+    # --------------------------------------------------------------------------- config
+    Case("unknown key", tiny_with("hidden_size: 16}", "hiden_size: 16}"), ("hiden_size",)),
+    Case("wrong type", tiny_with("epochs: 1", "epochs: many"), ("train.epochs", "integer")),
+    Case("bad choice", tiny_with("attention: dot", "attention: dotty"), ("model.attention",)),
+    Case("negative size", tiny_with("batch_size: 4", "batch_size: -4"), ("train.batch_size",)),
+    Case(
+        "zero size",
+        tiny_with(
+            "{embedding_size: 8, hidden_size: 16}\n  decoder",
+            "{embedding_size: 0, hidden_size: 16}\n  decoder",
+        ),
+        ("model.encoder.embedding_size",),
+    ),
+    Case(
+        "incompatible options",
+        tiny_with(
+            "decoder: {embedding_size: 8, hidden_size: 16}",
+            "decoder: {embedding_size: 8, hidden_size: 32}",
+        ),
+        ("dot attention", "hidden_size"),
+    ),
+    Case("YAML syntax error", config("data:\n  train: [a, b\nmodel: {}\n"), ("bad.yaml:3",)),
+    Case(
+        "missing config file",
+        lambda w: ["train", str(w / "nope.yaml"), "--run-dir", str(w / "new")],
+        ("nope.yaml", "not found"),
+    ),
+    Case(
+        "bad --set",
+        lambda w: ["train", str(w / "tiny.yaml"), "--set", "train.lr", "--run-dir", str(w / "n")],
+        ("--set", "KEY.PATH=VALUE"),
+    ),
+    Case(
+        "run dir already holds a run",
+        lambda w: ["train", str(w / "tiny.yaml"), "--run-dir", str(w / "run")],
+        ("already holds a run",),
+    ),
+    Case(
+        "--set on a value",
+        lambda w: [
+            "train",
+            str(w / "tiny.yaml"),
+            "--set",
+            "train.lr.x=1",
+            "--run-dir",
+            str(w / "n"),
+        ],
+        ("train.lr", "number"),
+    ),
+    # ----------------------------------------------------------------------------- data
+    Case("missing data file", data(b"", name="x.tsv", extra="_missing"), ("x.tsv_missing",)),
+    Case("empty data file", data(b"", name="empty.tsv"), ("empty.tsv", "no sentence pairs")),
+    Case("malformed TSV row", data(b"a\tb\nno tab here\nc\td\n"), ("pairs.tsv:2", "column")),
+    Case("bad UTF-8", data(b"a\tb\n\xff\xfe\tc\n"), ("pairs.tsv:2", "UTF-8")),
+    Case(
+        "stray tab (different column counts)",
+        data(b"a\tb\nc\td\te\n"),
+        ("pairs.tsv:2", "columns"),
+    ),
+    Case("parallel files of different lengths", parallel(12, 10), ("a.src", "12", "10")),
+    Case(
+        "CSV without the named column",
+        data(
+            b"Q,A\nhi,there\n", name="c.csv", extra="\n  source_field: question\n  target_field: A"
+        ),
+        ("c.csv", "question"),
+    ),
+    Case(
+        "unclosed CSV quote",
+        data(b'Q,A\n"hi,there\n', name="q.csv", extra="\n  source_field: Q\n  target_field: A"),
+        ("q.csv:2", "quote"),
+    ),
+    Case(
+        "invalid JSONL",
+        data(
+            b'{"s": "a", "t": "b"}\n{"s": "a",\n',
+            name="j.jsonl",
+            extra="\n  source_field: s\n  target_field: t",
+        ),
+        ("j.jsonl:2", "JSON"),
+    ),
+    Case(
+        "JSONL field not a string",
+        data(
+            b'{"s": "a", "t": 3}\n', name="k.jsonl", extra="\n  source_field: s\n  target_field: t"
+        ),
+        ("k.jsonl:1", "'t'", "string"),
+    ),
+    # ------------------------------------------------------------------------ checkpoints
+    Case("truncated checkpoint", checkpoint(truncated), ("best.safetensors", "truncated")),
+    Case("PyTorch pickle", checkpoint(torch_pickle), ("best.safetensors", "torch.save")),
+    Case("foreign safetensors", checkpoint(foreign_safetensors), ("not a jumok checkpoint",)),
+    Case("future format version", checkpoint(future_version), ("'999'", "version")),
+    Case("text file as checkpoint", checkpoint(text_file), ("best.safetensors",)),
+    Case(
+        "run dir without a checkpoint",
+        lambda w: ["translate", str(w), "--input", str(w / "pairs.tsv")],
+        ("no best.safetensors",),
+    ),
+    Case("vocabulary mismatch (ensemble)", ensemble_of_different_vocabularies, ("vocabular",)),
+    # ---------------------------------------------------------------------- translate input
+    Case("empty input line", translate_input(b"Jan 2, 2003\n\nMar 3\n"), ("in.txt:2", "empty")),
+    Case("control character", translate_input(b"Jan\x00 2\n"), ("in.txt:1", "U+0000")),
+    Case(
+        "very long input line",
+        translate_input(b"x" * 20_000 + b"\n"),
+        ("in.txt:1", "20000 characters", "--max-input-chars"),
+    ),
+    Case("input bad UTF-8", translate_input(b"Jan \xc3\x28 2\n"), ("in.txt:1", "UTF-8")),
+    Case(
+        "n-best over beam",
+        translate_input(b"Jan 2, 2003\n", "--beam", "2", "--n-best", "3"),
+        ("n_best", "beam"),
+    ),
+    Case(
+        "missing input file",
+        lambda w: ["translate", str(w / "run"), "--input", str(w / "none.txt")],
+        ("none.txt", "not found"),
+    ),
+    Case("eval files of different lengths", eval_lengths, ("src.txt", "ref.txt")),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input_gets_one_clear_message_and_changes_nothing(case, work, capsys):
+    argv = case.make(work)
+    before = digest(work)
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code != 0
+    lines = err.splitlines()
+    assert lines and lines[-1].startswith("jumok: error: ") or lines[0].startswith("jumok: error:")
+    message = "\n".join(line for line in lines if not line.startswith("  warnings.warn"))
+    for fragment in case.says:
+        assert fragment in message, f"{case.name}: {fragment!r} not in {message!r}"
+    assert "Traceback" not in err
+    assert digest(work) == before, f"{case.name}: something on disk changed"
+
+
+def test_the_matrix_has_at_least_thirty_cases():
+    assert len(CASES) >= 30
+
+
+# --------------------------------------------------------------------------- accepted inputs
+def test_bom_and_crlf_are_read_not_refused(work, capsys):
+    """Not mistakes: a BOM and CRLF line ends are read as plain UTF-8 lines."""
+    (work / "pairs.tsv").write_bytes(b"\xef\xbb\xbf" + PAIRS.replace("\n", "\r\n").encode())
+    assert main(["data", "check", str(work / "tiny.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "\\r" not in out and "\ufeff" not in out
+    (work / "in.txt").write_bytes(b"\xef\xbb\xbfJan 2, 2003\r\nMar 3, 1999\r\n")
+    assert main(["translate", str(work / "run"), "--input", str(work / "in.txt")]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+
+
+def test_unknown_characters_are_read_as_unk_and_reported(work, capsys):
+    (work / "in.txt").write_text("Jan 2, 2003 ✓\n", encoding="utf-8")
+    with pytest.warns(jumok.translator.UnknownTokenWarning, match="'✓'"):
+        assert main(["translate", str(work / "run"), "--input", str(work / "in.txt")]) == 0
+
+
+# ----------------------------------------------------------------------------- server input
+@pytest.fixture(scope="module")
+def client(trained):
+    app = create_app({"run": jumok.load(trained)}, ServeConfig(max_chars=100))
+    with TestClient(app) as c:
+        yield c
+
+
+@pytest.mark.parametrize(
+    ("texts", "status", "field", "says"),
+    [
+        ([""], 422, "texts[0]", "at least 1 character"),
+        (["ok", " \t "], 422, "texts[1]", "empty"),
+        (["x" * 101], 413, "texts[0]", "at most 100"),
+        (["a\x1bb"], 422, "texts[0]", "U+001B"),
+        (["a\ud800b"], 422, "texts[0]", "valid string"),
+        (["two\nlines"], 422, "texts[0]", "line break"),
+    ],
+)
+def test_server_input_gets_a_4xx_naming_the_text(client, trained, texts, status, field, says):
+    before = digest(trained)
+    # ensure_ascii: a lone surrogate travels as the escape \ud800, as a client would send it
+    body = json.dumps({"texts": texts}, ensure_ascii=True).encode()
+    response = client.post(
+        "/v1/translate", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["field"] == field and says in body["detail"]
+    assert digest(trained) == before
+
+
+def test_server_reads_unknown_characters_as_unk_and_counts_them(client):
+    response = client.post("/v1/translate", json={"texts": ["Jan 2, 2003 ✓✓"]})
+    assert response.status_code == 200
+    assert response.json()["results"][0]["unknown"] == 2
