@@ -61,7 +61,7 @@ from jumok.data import (
     streamed_batches,
     streamed_train_pairs,
 )
-from jumok.errors import RunDirError, WriteError
+from jumok.errors import ConfigError, DataError, RunDirError, WriteError
 from jumok.metrics import bleu, chrf, exact_match, token_accuracy
 from jumok.model import Seq2Seq, build_model
 from jumok.resume import (
@@ -146,6 +146,12 @@ def prepare_run_dir(run_dir: Path) -> None:
             + (f"; if it is unfinished: {resume_command(run_dir)}" if STATE_FILE in taken else "")
         )
     run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _clear(run_dir: Path) -> None:
+    """Empty a run folder this process created and wrote nothing lasting to."""
+    for item in sorted(run_dir.rglob("*"), reverse=True):
+        item.rmdir() if item.is_dir() else item.unlink()
 
 
 def resolve_device(name: str) -> torch.device:
@@ -309,14 +315,23 @@ def train(
         WriteError: a file could not be written (a full disk); what was on disk is unchanged.
     """
     run_dir = Path(run_dir)
-    saved = None
+    saved, created = None, False
     if resume:
-        saved = load_resumable(run_dir, cfg, map_location=resolve_device(cfg.train.device))
+        # Read onto the CPU: the RNG states must be CPU tensors, and loading the model and
+        # optimizer state dicts copies each tensor to its parameter's device.
+        saved = load_resumable(run_dir, cfg)
     else:
+        created = not run_dir.exists() or not any(run_dir.iterdir())
         prepare_run_dir(run_dir)
     with SignalGuard(run_dir, enabled=handle_signals) as signals:
         try:
             return _train(cfg, run_dir, log, progress, saved, signals)
+        except (DataError, ConfigError):
+            # Bad data found while setting up a new run: take back the folder this call made
+            # (it held nothing before), so that fixing the data and re-running just works.
+            if created and not (run_dir / STATE_FILE).exists():
+                _clear(run_dir)
+            raise
         except WriteError as err:
             if not (run_dir / STATE_FILE).exists():
                 raise
@@ -378,6 +393,13 @@ def _train(
         train_data = _lengths_only(train_pairs(), src_tok, tgt_tok, d)
     else:
         train_data = encode(splits.train)
+    if len(train_data.src_len_N) == 0:
+        raise DataError(
+            f"{d.train or 'the generated data'}: all {train_data.dropped} train pairs are longer "
+            f"than data.max_source_length ({d.max_source_length}) or data.max_target_length "
+            f"({d.max_target_length}) tokens; raise the limits, or check that the file holds "
+            "one sentence pair per line"
+        )
     if train_data.dropped:
         log(
             f"dropped {train_data.dropped} train pairs longer than data.max_source_length "

@@ -266,6 +266,11 @@ CASES = [
         ),
         ("k.jsonl:1", "'t'", "string"),
     ),
+    Case(
+        "every pair over the length limits",
+        data(b"".join(b"x" * 300 + b"%d\ty%d\n" % (i, i) for i in range(12))),
+        ("pairs.tsv", "all 10 train pairs", "data.max_source_length (200)"),
+    ),
     # ------------------------------------------------------------------------ checkpoints
     Case("truncated checkpoint", checkpoint(truncated), ("best.safetensors", "truncated")),
     Case("PyTorch pickle", checkpoint(torch_pickle), ("best.safetensors", "torch.save")),
