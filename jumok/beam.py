@@ -51,6 +51,11 @@ class BeamOptions:
         min_length_ratio: eos is not allowed before ceil(ratio x source length) tokens.
         max_length_ratio: eos is forced at ceil(ratio x source length) tokens (when below
             max_length).
+        shared_encoder: the K hypotheses of a sentence read one copy of its encoder states
+            (one batched product per sentence) instead of one copy each. Faster; the attention
+            scores then differ from the per-hypothesis ones in the last bits of float32, which
+            can swap two near-tied hypotheses, so float32 decoding leaves it off and bf16
+            decoding (already rounded far more coarsely) turns it on.
     """
 
     beam_size: int = 5
@@ -64,6 +69,7 @@ class BeamOptions:
     repetition_penalty: float = 1.0
     min_length_ratio: float = 0.0
     max_length_ratio: float | None = None
+    shared_encoder: bool = False
 
     def __post_init__(self) -> None:
         if self.beam_size < 1 or not 1 <= self.n_best <= self.beam_size:
@@ -96,6 +102,13 @@ class _Sentence:
 
     finished: list[Hypothesis] = field(default_factory=list)
     done: bool = False
+    paths: dict[int, list[int]] = field(default_factory=dict)  # id(hypothesis) -> its rows
+
+    def add(self, found: tuple[Hypothesis, list[int]]) -> None:
+        """Keep a finished hypothesis and the rows it went through (for its attention)."""
+        hyp, rows = found
+        self.finished.append(hyp)
+        self.paths[id(hyp)] = rows
 
 
 def expand(
@@ -137,7 +150,17 @@ def adjust(
         limits_N: each row's (fewest, most) output tokens (:func:`length_limits`): eos is
             blocked before the first and forced at the second.
     """
-    logp_NV = logp_NV.clone()
+    return adjust_(logp_NV.clone(), history_NT, step, opts, limits_N)
+
+
+def adjust_(
+    logp_NV: Tensor,
+    history_NT: Tensor,
+    step: int,
+    opts: BeamOptions,
+    limits_N: tuple[Tensor, Tensor] | None = None,
+) -> Tensor:
+    """:func:`adjust` in place (beam search owns its log-probabilities: no (N, V) copy)."""
     logp_NV[:, BOS_ID] = -math.inf
     logp_NV[:, PAD_ID] = -math.inf
     if step < opts.min_length:
@@ -168,18 +191,69 @@ def adjust(
     return logp_NV
 
 
-def prune(scores_N: Tensor, logp_NV: Tensor, K: int) -> tuple[Tensor, Tensor, Tensor]:
+def prune(
+    scores_N: Tensor, logp_NV: Tensor, width: int, K: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """The 2K best continuations of each sentence.
+
+    Only a row's own 2K best tokens can be among its sentence's 2K best continuations (every
+    token of a row gets the same score added), so the search over ``width * V`` totals is done
+    as a top-2K per row followed by a top-2K over the ``width * 2K`` survivors, without
+    building the (N, V) table of totals.
+
+    Args:
+        width: rows per sentence (1 at the first step, when only the start row exists; K after).
 
     Returns:
         scores_B2K: their cumulative log-probabilities, best first;
-        beam_B2K: which of the sentence's K rows each continues;
-        token_B2K: the token each appends.
+        beam_B2K: which of the sentence's rows each continues;
+        token_B2K: the token each appends;
+        logp_B2K: that token's log-probability.
     """
     V = logp_NV.shape[1]
-    total_BKV = (scores_N.unsqueeze(1) + logp_NV).view(-1, K * V)
-    scores_B2K, flat_B2K = total_BKV.topk(min(2 * K, K * V), dim=1)
-    return scores_B2K, flat_B2K // V, flat_B2K % V
+    n = min(2 * K, V)
+    logp_Nn, token_Nn = logp_NV.topk(n, dim=1)
+    total_BWn = (scores_N.unsqueeze(1) + logp_Nn).view(-1, width * n)
+    scores_B2K, flat_B2K = total_BWn.topk(min(2 * K, width * n), dim=1)
+    beam_B2K = flat_B2K // n
+    pick = lambda x_Nn: x_Nn.view(-1, width * n).gather(1, flat_B2K)  # noqa: E731
+    return scores_B2K, beam_B2K, pick(token_Nn), pick(logp_Nn)
+
+
+@dataclass
+class _Trace:
+    """Back-pointers: how each live row came to be, so that a hypothesis' tokens,
+    log-probabilities and attention rows are read back once, when it finishes, instead of every
+    row's whole history being copied forward at every step.
+
+    Attributes:
+        parents: ``parents[t][j]``, the row of step t that row j of step t + 1 continues.
+        tokens: ``tokens[t][j]``, the token row j of step t + 1 appended at step t.
+        logps: ``logps[t][j]``, that token's log-probability.
+        weights: ``weights[t]``, the attention weights (N_t, S) of step t's rows (None without
+            attention).
+    """
+
+    parents: list[list[int]] = field(default_factory=list)
+    tokens: list[list[int]] = field(default_factory=list)
+    logps: list[list[float]] = field(default_factory=list)
+    weights: list[Tensor | None] = field(default_factory=list)
+
+    def path(self, step: int, row: int) -> tuple[list[int], list[float], list[int]]:
+        """The tokens and log-probabilities row ``row`` of step ``step`` has emitted, and the
+        row it was at each step 0..step (the last is ``row`` itself)."""
+        tokens, logps, rows = [], [], [row]
+        for t in range(step - 1, -1, -1):
+            tokens.append(self.tokens[t][row])
+            logps.append(self.logps[t][row])
+            row = self.parents[t][row]
+            rows.append(row)
+        return tokens[::-1], logps[::-1], rows[::-1]
+
+    def attention(self, rows: list[int], src_len: int) -> Tensor:
+        """The attention matrix (len(rows), src_len) of the path through ``rows``."""
+        weights_TS = torch.stack([self.weights[t][r] for t, r in enumerate(rows)])
+        return weights_TS[:, :src_len].float().cpu()
 
 
 def finish(
@@ -188,7 +262,10 @@ def finish(
     scores_B2K: Tensor,
     beam_B2K: Tensor,
     token_B2K: Tensor,
-    history: dict[str, Tensor],
+    logp_B2K: Tensor,
+    trace: _Trace,
+    step: int,
+    width: int,
     src_len: list[int],
     opts: BeamOptions,
 ) -> tuple[list[int], list[int], list[float]]:
@@ -197,42 +274,47 @@ def finish(
     Args:
         sentences: every sentence of the batch (indexed by original position).
         active: original positions of the live sentences, in row order.
-        history: ``tokens`` (N, T), ``logps`` (N, T) and ``attention`` (N, T, S) of the rows,
-            not yet including this step's token.
+        trace: how the rows of this step came to be; ``step`` is this step's number and
+            ``width`` its rows per sentence.
 
     Returns:
-        rows (into the current N rows), tokens and scores of the K * len(active) live
-        continuations, sentence-major (a sentence that has stopped gets K dead rows at -inf).
+        rows (into the current N rows), tokens, scores and token log-probabilities of the
+        K * len(active) live continuations, sentence-major (a sentence that has stopped gets K
+        dead rows at -inf).
     """
     K = opts.beam_size
-    rows, tokens, scores = [], [], []
-    scores_l, beam_l, token_l = scores_B2K.tolist(), beam_B2K.tolist(), token_B2K.tolist()
+    rows, tokens, scores, logps = [], [], [], []
+    columns = (scores_B2K, beam_B2K, token_B2K, logp_B2K)
+    scores_l, beam_l, token_l, logp_l = (x.tolist() for x in columns)
     for b, sentence_id in enumerate(active):
         sentence = sentences[sentence_id]
         kept = 0
-        for score, beam, token in zip(scores_l[b], beam_l[b], token_l[b], strict=True):
+        candidates = zip(scores_l[b], beam_l[b], token_l[b], logp_l[b], strict=True)
+        for score, beam, token, logp in candidates:
             if score == -math.inf:
                 break
-            row = b * K + beam
+            row = b * width + beam
             if token == EOS_ID:
                 if len(sentence.finished) < K:  # never more than K per sentence
-                    sentence.finished.append(
-                        _hypothesis(history, row, token, score, src_len[sentence_id], True, opts)
+                    sentence.add(
+                        _hypothesis(trace, step, row, token, score, src_len[sentence_id], opts)
                     )
                 continue
             if kept < K:
                 rows.append(row)
                 tokens.append(token)
                 scores.append(score)
+                logps.append(logp)
                 kept += 1
         for _ in range(K - kept):  # pad with dead rows
-            rows.append(b * K)
+            rows.append(b * width)
             tokens.append(EOS_ID)
             scores.append(-math.inf)
+            logps.append(-math.inf)
         sentence.finished.sort(key=lambda h: -h.normalized_score)
         best_alive = max(scores[-K:])
         sentence.done = _cannot_improve(sentence, best_alive, opts)
-    return rows, tokens, scores
+    return rows, tokens, scores, logps
 
 
 def _cannot_improve(sentence: _Sentence, best_alive: float, opts: BeamOptions) -> bool:
@@ -255,28 +337,47 @@ def _cannot_improve(sentence: _Sentence, best_alive: float, opts: BeamOptions) -
 
 
 def _hypothesis(
-    history: dict[str, Tensor],
+    trace: _Trace,
+    step: int,
     row: int,
     token: int,
     score: float,
     src_len: int,
-    finished: bool,
     opts: BeamOptions,
+    finished: bool = True,
     logp: float | None = None,
-    weights_S: Tensor | None = None,
-) -> Hypothesis:
-    ids = history["tokens"][row].tolist() + [token]
-    logps = history["logps"][row].tolist()
+) -> tuple[Hypothesis, list[int]]:
+    """Row ``row`` of step ``step`` followed by ``token``: a scored hypothesis, and the row it
+    was at in each step.
+
+    Its attention is filled in by :func:`_attach_attention` when the batch is done, unless the
+    coverage penalty needs it now.
+    """
+    ids, logps, rows = trace.path(step, row)
+    ids.append(token)
     logps.append(score - sum(logps) if logp is None else logp)
     attention = None
-    if history["attention"] is not None:
-        rows = history["attention"][row]
-        if weights_S is None:
-            weights_S = history["step_weights"][row]
-        attention = torch.cat([rows, weights_S.unsqueeze(0)])[:, :src_len].cpu()
+    if opts.coverage_penalty != 0.0 and trace.weights[step] is not None:
+        attention = trace.attention(rows, src_len)
     normalized = score / length_normalizer(len(ids), opts.length_penalty, opts.alpha)
     normalized += coverage(attention, opts.coverage_penalty)
-    return Hypothesis(ids, score, logps, attention, finished, normalized_score=normalized)
+    return Hypothesis(ids, score, logps, attention, finished, normalized_score=normalized), rows
+
+
+def _attach_attention(sentences: list[_Sentence], trace: _Trace, src_len: list[int]) -> None:
+    """Give each finished hypothesis its attention matrix, read from the trace in one gather."""
+    if trace.weights[0] is None:
+        return
+    offsets, total = [], 0
+    for weights_NS in trace.weights:
+        offsets.append(total)
+        total += weights_NS.shape[0]
+    flat_XS = torch.cat(trace.weights).float().cpu()  # X: every row of every step
+    for sentence, length in zip(sentences, src_len, strict=True):
+        for hyp in sentence.finished:
+            if hyp.attention_TS is None:
+                index = [offsets[t] + r for t, r in enumerate(sentence.paths[id(hyp)])]
+                hyp.attention_TS = flat_XS[index, :length]
 
 
 @torch.no_grad()
@@ -292,86 +393,95 @@ def beam_search(
     """
     K, B = opts.beam_size, src_BS.shape[0]
     device = src_BS.device
-    enc = model.encode(src_BS, src_len_B)
-    enc = enc.select(torch.arange(B, device=device).repeat_interleave(K))
+    enc = model.encode(src_BS, src_len_B)  # one row per sentence (see shared_encoder)
+    # The first step has one row per sentence (the start), so it does not compute K copies of it.
+    width = 1
     state = enc.state
     src_len = src_len_B.tolist()
     sentences = [_Sentence() for _ in range(B)]
     active = list(range(B))
-    limits_N = tuple(x.to(device).repeat_interleave(K) for x in length_limits(src_len_B, opts))
-    # Only beam 0 is live at the start, so the first step does not repeat one hypothesis K times.
-    scores_N = torch.full((B * K,), -math.inf, device=device)
-    scores_N[::K] = 0.0
-    tokens_N = torch.full((B * K,), BOS_ID, dtype=torch.long, device=device)
-    S = src_BS.shape[1]
-    history: dict[str, Tensor | None] = {
-        "tokens": torch.zeros(B * K, 0, dtype=torch.long, device=device),
-        "logps": torch.zeros(B * K, 0, device=device),
-        "attention": None,
-    }
+    limits_N = tuple(x.to(device) for x in length_limits(src_len_B, opts))
+    scores_N = torch.zeros(B, device=device)
+    tokens_N = torch.full((B,), BOS_ID, dtype=torch.long, device=device)
+    history_NT = torch.zeros(B, 0, dtype=torch.long, device=device)  # for the constraints
+    trace = _Trace()
     for step in range(opts.max_length):
         logp_NV, state, weights_NS = expand(model, tokens_N, state, enc)
-        if history["attention"] is None and weights_NS is not None:
-            history["attention"] = torch.zeros(B * K, 0, S, device=device)
-        history["step_weights"] = weights_NS
-        logp_NV = adjust(logp_NV, history["tokens"], step, opts, limits_N)
-        last_step = step == opts.max_length - 1
-        if last_step:  # out of room: every live hypothesis ends here, unfinished
-            _close_unfinished(sentences, active, scores_N, logp_NV, history, src_len, opts)
-            break
-        scores_B2K, beam_B2K, token_B2K = prune(scores_N, logp_NV, K)
-        rows, tokens, scores = finish(
-            sentences, active, scores_B2K, beam_B2K, token_B2K, history, src_len, opts
-        )
-        rows_N = torch.tensor(rows, device=device)
-        tokens_N = torch.tensor(tokens, device=device)
-        step_logp_N = logp_NV[rows_N, tokens_N]
-        history["tokens"] = torch.cat([history["tokens"][rows_N], tokens_N.unsqueeze(1)], 1)
-        history["logps"] = torch.cat([history["logps"][rows_N], step_logp_N.unsqueeze(1)], 1)
-        if history["attention"] is not None:
-            history["attention"] = torch.cat(
-                [history["attention"][rows_N], weights_NS[rows_N].unsqueeze(1)], 1
+        trace.weights.append(weights_NS)
+        logp_NV = adjust_(logp_NV, history_NT, step, opts, limits_N)
+        if step == opts.max_length - 1:  # out of room: every live hypothesis ends here, unfinished
+            _close_unfinished(
+                sentences, active, scores_N, logp_NV, trace, step, width, src_len, opts
             )
-        scores_N = torch.tensor(scores, device=device)
-        state = state.select(rows_N)
+            break
+        scores_B2K, beam_B2K, token_B2K, logp_B2K = prune(scores_N, logp_NV, width, K)
+        rows, tokens, scores, logps = finish(
+            sentences,
+            active,
+            scores_B2K,
+            beam_B2K,
+            token_B2K,
+            logp_B2K,
+            trace,
+            step,
+            width,
+            src_len,
+            opts,
+        )
         # Sentences that cannot improve leave the batch.
         keep = [b for b, sid in enumerate(active) if not sentences[sid].done]
         if not keep:
             break
         if len(keep) < len(active):
-            keep_N = torch.tensor([b * K + k for b in keep for k in range(K)], device=device)
+            kept_rows = [b * K + k for b in keep for k in range(K)]
+            rows, tokens, scores, logps = (
+                [x[i] for i in kept_rows] for x in (rows, tokens, scores, logps)
+            )
             active = [active[b] for b in keep]
-            scores_N, tokens_N = scores_N[keep_N], tokens_N[keep_N]
-            limits_N = (limits_N[0][keep_N], limits_N[1][keep_N])
-            state, enc = state.select(keep_N), enc.select(keep_N)
-            for key in ("tokens", "logps", "attention"):
-                if history[key] is not None:
-                    history[key] = history[key][keep_N]
-    return [s.finished[: opts.n_best] for s in sentences]
+            per_row = width > 1 and not opts.shared_encoder
+            enc = enc.select(torch.tensor(kept_rows if per_row else keep, device=device))
+        if width == 1 and not opts.shared_encoder:  # from now on one encoder row per hypothesis
+            enc = enc.select(torch.arange(len(active), device=device).repeat_interleave(K))
+        trace.parents.append(rows)
+        trace.tokens.append(tokens)
+        trace.logps.append(logps)
+        rows_N = torch.tensor(rows, device=device)
+        tokens_N = torch.tensor(tokens, device=device)
+        history_NT = torch.cat([history_NT[rows_N], tokens_N.unsqueeze(1)], 1)
+        scores_N = torch.tensor(scores, device=device)
+        state = state.select(rows_N)
+        limits_N = (limits_N[0][rows_N], limits_N[1][rows_N])
+        width = K
+    for sentence in sentences:
+        del sentence.finished[opts.n_best :]
+    _attach_attention(sentences, trace, src_len)
+    return [s.finished for s in sentences]
 
 
-def _close_unfinished(sentences, active, scores_N, logp_NV, history, src_len, opts) -> None:
+def _close_unfinished(
+    sentences, active, scores_N, logp_NV, trace, step, width, src_len, opts
+) -> None:
     """At max_length: the best continuations of the live rows become unfinished hypotheses."""
-    K = opts.beam_size
     best_logp_N, best_token_N = logp_NV.max(-1)
     for b, sentence_id in enumerate(active):
         sentence = sentences[sentence_id]
-        for k in range(K):
-            row = b * K + k
+        for k in range(width):
+            row = b * width + k
             score = float(scores_N[row] + best_logp_N[row])
             if score == -math.inf:
                 continue
             token = int(best_token_N[row])
-            hyp = _hypothesis(
-                history,
+            found = _hypothesis(
+                trace,
+                step,
                 row,
                 token,
                 score,
                 src_len[sentence_id],
-                token == EOS_ID,
                 opts,
+                finished=token == EOS_ID,
                 logp=float(best_logp_N[row]),
             )
-            sentence.finished.append(hyp)
+            sentence.add(found)
         sentence.finished.sort(key=lambda h: -h.normalized_score)
         sentence.done = True

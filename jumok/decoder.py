@@ -65,6 +65,10 @@ class DecoderState:
 class Encoded:
     """What the decoder needs from the encoder, computed once per batch.
 
+    One row per sentence. The decoder may run G rows per sentence against it (beam search's
+    hypotheses, sentence-major: row ``n`` reads sentence ``n // G``); only the decoder state
+    then has N = B x G rows.
+
     Attributes:
         hs_BSH: encoder states (zero past each sentence's end).
         mask_BS: True at real source tokens.
@@ -179,7 +183,8 @@ class Decoder(nn.Module):
         emb_BTE = self.embedding_dropout(self.embedding(tgt_in_BT))
         summary_BTK = None
         if self.peeky:
-            summary_BTK = enc.summary_BH.unsqueeze(1).expand(-1, emb_BTE.shape[1], -1)
+            summary_BK = _per_row(enc.summary_BH, emb_BTE.shape[0])
+            summary_BTK = summary_BK.unsqueeze(1).expand(-1, emb_BTE.shape[1], -1)
             emb_BTE = torch.cat([emb_BTE, summary_BTK], dim=-1)
         if self.input_feeding:
             return self._step_by_step(emb_BTE, state, enc, summary_BTK)
@@ -211,7 +216,7 @@ class Decoder(nn.Module):
         features = [h_BTH]
         weights_BTS = None
         if self.attention is not None:
-            context_BTK, weights_BTS = self.attention(h_BTH, enc.hs_BSH, enc.mask_BS, enc.keys_BSH)
+            context_BTK, weights_BTS = self._attention(h_BTH, enc)
             features = [context_BTK, h_BTH]
         if summary_BTK is not None:
             features.append(summary_BTK)
@@ -219,3 +224,29 @@ class Decoder(nn.Module):
         if self.attentional is not None:
             out_BTF = self.attentional(out_BTF).tanh()
         return self.attentional_dropout(out_BTF), weights_BTS
+
+    def _attention(self, h_NTH: Tensor, enc: Encoded) -> tuple[Tensor, Tensor]:
+        """Attention of N rows over the B sentences of ``enc`` (N a multiple of B).
+
+        Beam search keeps one encoder row per sentence and ``G = N / B`` decoder rows per
+        sentence, sentence-major (row ``n`` reads sentence ``n // G``). The G rows of a sentence
+        are then G more queries against the same keys, one batched product per sentence, so the
+        keys are neither copied G times nor read G times per step.
+        """
+        N, T, H = h_NTH.shape
+        B = enc.hs_BSH.shape[0]
+        if N % B:
+            raise ValueError(f"decoder rows: expected a multiple of the {B} sentences, got {N}")
+        if N == B:
+            return self.attention(h_NTH, enc.hs_BSH, enc.mask_BS, enc.keys_BSH)
+        queries_BQH = h_NTH.reshape(B, -1, H)  # Q = G * T queries per sentence
+        context_BQK, weights_BQS = self.attention(
+            queries_BQH, enc.hs_BSH, enc.mask_BS, enc.keys_BSH
+        )
+        return context_BQK.reshape(N, T, -1), weights_BQS.reshape(N, T, -1)
+
+
+def _per_row(x_BF: Tensor, N: int) -> Tensor:
+    """One row of ``x_BF`` per decoder row: each sentence's row repeated N / B times."""
+    B = x_BF.shape[0]
+    return x_BF if N == B else x_BF.repeat_interleave(N // B, dim=0)

@@ -6,6 +6,7 @@ attention matrix (output tokens x source tokens, in the order the model saw the 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -51,27 +52,37 @@ def greedy(model: Seq2Seq, src_BS: Tensor, src_len_B: Tensor, max_length: int) -
     Returns:
         One :class:`Hypothesis` per sentence, in batch order.
     """
-    B = src_BS.shape[0]
+    B, device = src_BS.shape[0], src_BS.device
     enc = model.encode(src_BS, src_len_B)
     state = enc.state
-    tokens_B = torch.full((B,), BOS_ID, dtype=torch.long, device=src_BS.device)
-    finished_B = torch.zeros(B, dtype=torch.bool, device=src_BS.device)
-    ids, logprobs, weights = [], [], []
-    for _ in range(max_length):
-        logits_BV, state, weights_BS = model.decode_step(tokens_B, state, enc)
-        logp_BV = logits_BV.float().log_softmax(dim=-1)
-        logp_BV[:, BOS_ID] = -torch.inf  # never an output (as in beam search and sampling)
-        logp_BV[:, PAD_ID] = -torch.inf
-        logp_B, tokens_B = logp_BV.max(dim=-1)
-        ids.append(tokens_B)
-        logprobs.append(logp_B)
-        if weights_BS is not None:
-            weights.append(weights_BS.float())
-        finished_B = finished_B | (tokens_B == EOS_ID)
-        if bool(finished_B.all()):
-            break
-    weights_BTS = torch.stack(weights, 1) if weights else None
-    return _collect(torch.stack(ids, 1), torch.stack(logprobs, 1), weights_BTS, src_len_B)
+    # Sentences that emitted eos leave the batch: rows_N maps the live rows to the batch.
+    rows_N = torch.arange(B, device=device)
+    tokens_N = torch.full((B,), BOS_ID, dtype=torch.long, device=device)
+    ids_BT = torch.full((B, max_length), PAD_ID, dtype=torch.long, device=device)
+    logp_BT = torch.zeros(B, max_length, device=device)
+    weights_BTS = None
+    for step in range(max_length):
+        logits_NV, state, weights_NS = model.decode_step(tokens_N, state, enc)
+        logp_NV = logits_NV.float().log_softmax(dim=-1)
+        logp_NV[:, BOS_ID] = -torch.inf  # never an output (as in beam search and sampling)
+        logp_NV[:, PAD_ID] = -torch.inf
+        logp_N, tokens_N = logp_NV.max(dim=-1)
+        ids_BT[rows_N, step] = tokens_N
+        logp_BT[rows_N, step] = logp_N
+        if weights_NS is not None:
+            if weights_BTS is None:
+                weights_BTS = torch.zeros(B, max_length, weights_NS.shape[1], device=device)
+            weights_BTS[rows_N, step] = weights_NS.float()
+        live_N = tokens_N != EOS_ID
+        if not bool(live_N.all()):
+            if not bool(live_N.any()):
+                break
+            keep_N = live_N.nonzero().squeeze(1)
+            rows_N, tokens_N = rows_N[keep_N], tokens_N[keep_N]
+            state, enc = state.select(keep_N), enc.select(keep_N)
+    T = step + 1
+    weights_BTS = None if weights_BTS is None else weights_BTS[:, :T]
+    return _collect(ids_BT[:, :T], logp_BT[:, :T], weights_BTS, src_len_B)
 
 
 def _collect(
@@ -137,4 +148,5 @@ def run_search(model: Seq2Seq, src_BS: Tensor, src_len_B: Tensor, opts) -> list[
     )
     if plain:
         return [[h] for h in greedy(model, src_BS, src_len_B, opts.max_length)]
-    return beam_search(model, src_BS, src_len_B, constraints)
+    shared = dataclasses.replace(constraints, shared_encoder=opts.precision == "bf16")
+    return beam_search(model, src_BS, src_len_B, shared)

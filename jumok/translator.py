@@ -8,6 +8,7 @@ trained on reversed input.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import warnings
 from collections import Counter
@@ -18,6 +19,7 @@ from typing import Any
 
 import torch
 from pydantic import ValidationError
+from torch import nn
 
 from jumok.checkpoint import Checkpoint, load_checkpoint
 from jumok.config import Config, DecodeConfig, format_validation_error
@@ -192,6 +194,7 @@ class Translator:
         self.has_attention = config.model.attention != "none"
         self.model_type = config.model.type
         self.source: str | None = None  # the checkpoint it was loaded from, when known
+        self._bf16_copy: tuple[tuple, nn.Module] | None = None  # see _decoding_model
 
     @classmethod
     def from_checkpoint(cls, ckpt: Checkpoint, device: str | torch.device = "cpu") -> Translator:
@@ -258,13 +261,14 @@ class Translator:
         order = sorted(range(len(texts)), key=lambda i: len(encoded[i].ids))
         found_by_input: dict[int, tuple[list[str], list[Candidate]]] = {}
         fill = self.config.data.fill_source_to
+        model = self._decoding_model(opts.precision)
         for start in range(0, len(order), opts.batch_size):
             chunk = order[start : start + opts.batch_size]
             rows = [encoder_order(encoded[i].ids, reverse, fill) for i in chunk]
             src_BS = pad(rows).to(self.device)
             src_len_B = torch.tensor([len(r) for r in rows], device=self.device)
             with self._autocast(opts.precision):
-                found = run_search(self.model, src_BS, src_len_B, opts)
+                found = run_search(model, src_BS, src_len_B, opts)
             for i, row, hyps in zip(chunk, rows, found, strict=True):
                 # data.fill_source_to's filler is read and attended to: it has columns too
                 shown = src_tokens[i] + [EOS] * (len(row) - len(src_tokens[i]))
@@ -356,6 +360,20 @@ class Translator:
             for hyps in run_search(self.model, src_BS, src_len_B, step):
                 out.append(self._candidate(hyps[0], ["<none>"], False, step))
         return out
+
+    def _decoding_model(self, precision: str) -> nn.Module:
+        """The model to decode with. For bf16, a copy of ``self.model`` with bfloat16 weights:
+        under autocast every matrix product rounds its weights to bfloat16 anyway, and the copy
+        saves doing it again at every step (the output layer alone is V x H). ``self.model``
+        keeps its float32 weights. The copy is rebuilt when the model or its weights change
+        (every in-place update bumps a parameter's version counter).
+        """
+        if precision != "bf16":
+            return self.model
+        key = (id(self.model), tuple(p._version for p in self.model.parameters()))
+        if self._bf16_copy is None or self._bf16_copy[0] != key:
+            self._bf16_copy = (key, copy.deepcopy(self.model).to(torch.bfloat16).eval())
+        return self._bf16_copy[1]
 
     def _autocast(self, precision: str):
         """bfloat16 autocast for ``decode.precision: bf16``; float32 otherwise."""
