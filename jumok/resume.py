@@ -269,16 +269,14 @@ def require_resumable(run_dir: Path) -> Path:
     return path
 
 
-def load_resumable(
-    run_dir: Path, cfg: Config, map_location: str | torch.device = "cpu"
-) -> dict[str, Any]:
+def load_resumable(run_dir: Path, cfg: Config) -> dict[str, Any]:
     """The saved state of an unfinished run whose config agrees with ``cfg``.
 
     Raises:
         RunDirError: no state, a damaged one, a finished run, or a conflicting config.
     """
     path = require_resumable(run_dir)
-    state = load_state(path, map_location)
+    state = load_state(path)  # on the CPU; restore() copies tensors to their devices
     if state["progress"]["finished"]:
         raise RunDirError(
             f"{run_dir}: the run already finished (update {state['progress']['step']}); "
