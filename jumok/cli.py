@@ -20,6 +20,7 @@ from jumok.readers import MAX_INPUT_CHARS
 from jumok.readers import read_lines as read_inputs
 
 if TYPE_CHECKING:
+    from jumok.config import Config
     from jumok.translator import Translation
 
 COMMANDS_DOC = "docs/cli.md"
@@ -39,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train the model a config describes and write a run directory "
         "(config.yaml, metrics.jsonl, best/last checkpoints, resume.state). SIGINT or SIGTERM "
         "finishes the current update, saves the run and exits (130 or 143) with the command "
-        "that resumes it; a second one exits at once. See docs/reliability.md.",
+        "that resumes it; a second one exits at once. See docs/reliability.md. On several "
+        "processes or machines: torchrun --nproc-per-node N -m jumok train CONFIG (see "
+        "docs/distributed.md).",
     )
     p.add_argument(
         "config",
@@ -293,10 +296,40 @@ def _config_arguments(p: argparse.ArgumentParser, set_help: str) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from jumok.config import load_config
-    from jumok.errors import ConfigError, RunDirError
-    from jumok.resume import TrainingInterrupted, require_resumable
+    from jumok.distributed import process_group
+    from jumok.resume import TrainingInterrupted
     from jumok.train import train
+
+    cfg, run_dir = _train_config(args)
+    # Under torchrun (docs/distributed.md) every process runs this; rank 0 writes and prints.
+    with process_group(cfg.train.device) as world:
+        run_dir = world.broadcast(run_dir)  # the default name holds rank 0's clock
+        if world.is_main:
+            print(f"run directory: {run_dir}", flush=True)
+        try:
+            result = train(
+                cfg,
+                run_dir,
+                progress=not args.no_progress,
+                resume=args.resume is not None,
+                handle_signals=True,
+            )
+        except TrainingInterrupted as stop:
+            if world.is_main:
+                print(f"jumok: {stop}", file=sys.stderr)
+            return stop.exit_code
+    if world.is_main:
+        print(
+            f"best dev exact match {100 * result.best_exact_match:.2f}%; checkpoints in {run_dir}/"
+        )
+    return 0
+
+
+def _train_config(args: argparse.Namespace) -> tuple[Config, Path]:
+    """The config and run directory ``jumok train`` was asked for."""
+    from jumok.config import load_config
+    from jumok.errors import RunDirError
+    from jumok.resume import require_resumable
 
     if args.resume is not None:
         if args.run_dir is not None and args.run_dir != args.resume:
@@ -311,20 +344,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir = args.run_dir or Path("runs") / (
             f"{args.config.stem}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
         )
-    print(f"run directory: {run_dir}", flush=True)
-    try:
-        result = train(
-            cfg,
-            run_dir,
-            progress=not args.no_progress,
-            resume=args.resume is not None,
-            handle_signals=True,
-        )
-    except TrainingInterrupted as stop:
-        print(f"jumok: {stop}", file=sys.stderr)
-        return stop.exit_code
-    print(f"best dev exact match {100 * result.best_exact_match:.2f}%; checkpoints in {run_dir}/")
-    return 0
+    return cfg, run_dir
 
 
 def cmd_vocab(args: argparse.Namespace) -> int:

@@ -431,7 +431,8 @@ class TrainConfig(_Frozen):
         128,
         gt=0,
         description="Sentence pairs per batch (book: 128), or target tokens per batch with "
-        "batch_type: tokens.",
+        "batch_type: tokens. Under torchrun this is the global batch, shared by the processes: "
+        "the same updates whatever their number (docs/distributed.md).",
     )
     batch_type: Literal["sentences", "tokens"] = Field(
         "sentences",

@@ -394,6 +394,29 @@ class Batch:
             self.index_B,
         )
 
+    def shard(self, rank: int, size: int) -> Batch:
+        """Rows ``rank``, ``rank + size``, ... of the batch: one process's part under data-parallel
+        training (jumok.distributed), padding trimmed to its own longest sentence.
+
+        Striding rather than cutting in blocks gives every process sentences of every length in a
+        length-sorted (bucketed) batch. A part may be empty when the batch has fewer rows than
+        processes.
+        """
+        if size == 1:
+            return self
+        rows_B = torch.arange(rank, self.src_len_B.shape[0], size)
+        src_len_B = self.src_len_B[rows_B]
+        tgt_out_BT = self.tgt_out_BT[rows_B]
+        S = int(src_len_B.max()) if len(rows_B) else 0
+        T = int((tgt_out_BT != PAD_ID).sum(dim=1).max()) if len(rows_B) else 0
+        return Batch(
+            self.src_BS[rows_B, :S],
+            src_len_B,
+            self.tgt_in_BT[rows_B, :T],
+            tgt_out_BT[:, :T],
+            self.index_B[rows_B],
+        )
+
 
 def make_batch(data: EncodedPairs, index_B: Tensor) -> Batch:
     """Slice the examples at ``index_B`` and trim padding to the batch's longest sentence."""

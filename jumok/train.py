@@ -30,7 +30,9 @@ import itertools
 import json
 import math
 import random
+import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -61,6 +63,7 @@ from jumok.data import (
     streamed_batches,
     streamed_train_pairs,
 )
+from jumok.distributed import SINGLE, World, current_world
 from jumok.errors import ConfigError, DataError, RunDirError, WriteError
 from jumok.metrics import bleu, chrf, exact_match, token_accuracy
 from jumok.model import Seq2Seq, build_model
@@ -196,25 +199,35 @@ def accumulated_update(
     batches: list[Batch],
     cfg: TrainConfig,
     device: torch.device,
+    world: World = SINGLE,
 ) -> tuple[float, int]:
     """One update from the gradients of ``batches`` (``train.accumulate`` of them).
 
     Each batch's summed loss is divided by the token count of *all* of them, so the gradient is
-    the one of a single batch holding every example (the same mean over the same tokens).
+    the one of a single batch holding every example (the same mean over the same tokens). Under
+    data-parallel training every rank is given the same whole batches, computes the loss of its
+    own rows only (:meth:`Batch.shard`), and the gradients are summed over the ranks: the
+    same gradient again.
 
     Returns:
-        (summed loss, number of target tokens) over the batches.
+        (summed loss, number of target tokens) over the batches (over all ranks).
     """
     total_tokens = sum(b.n_target_tokens for b in batches)
     optimizer.zero_grad(set_to_none=True)
     loss_sum = 0.0
     for batch in batches:
+        batch = batch.shard(world.rank, world.size)
+        if batch.src_len_B.shape[0] == 0:
+            continue  # fewer rows than ranks: this rank adds nothing to the gradient
         batch = batch.to(device)
         with autocast(cfg.precision, device):
             logits_BTV, _ = model(batch.src_BS, batch.src_len_B, batch.tgt_in_BT)
         loss = loss_fn(logits_BTV, batch.tgt_out_BT, cfg.label_smoothing, reduction="sum")
         (loss / total_tokens).backward()
         loss_sum += loss.item()
+    if world.size > 1:
+        params = [p for p in model.parameters() if p.requires_grad]
+        (loss_sum,) = world.sum_gradients(params, loss_sum)
     if cfg.clip_grad_norm:
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
     optimizer.step()
@@ -310,22 +323,31 @@ def train(
             resumable state and raises :class:`~jumok.resume.TrainingInterrupted`; a second
             exits at once (``jumok train`` sets this).
 
+    Inside a ``torch.distributed`` process group (``torchrun``; see jumok.distributed), every
+    process calls this with the same arguments; they train one model on the shared global batch
+    and only rank 0 writes ``run_dir`` and calls ``log``.
+
     Raises:
         RunDirError: ``run_dir`` already holds a run (or, with ``resume``, cannot be resumed).
         WriteError: a file could not be written (a full disk); what was on disk is unchanged.
     """
     run_dir = Path(run_dir)
+    world = current_world()
     saved, created = None, False
-    if resume:
+    if not world.is_main:
+        log, progress = _quiet, False
+    elif resume:
         # Read onto the CPU: the RNG states must be CPU tensors, and loading the model and
         # optimizer state dicts copies each tensor to its parameter's device.
         saved = load_resumable(run_dir, cfg)
     else:
         created = not run_dir.exists() or not any(run_dir.iterdir())
         prepare_run_dir(run_dir)
+    if resume:
+        saved = world.broadcast(saved)  # the other ranks may not see rank 0's disk
     with SignalGuard(run_dir, enabled=handle_signals) as signals:
         try:
-            return _train(cfg, run_dir, log, progress, saved, signals)
+            return _train(cfg, run_dir, log, progress, saved, signals, world)
         except (DataError, ConfigError):
             # Bad data found while setting up a new run: take back the folder this call made
             # (it held nothing before), so that fixing the data and re-running just works.
@@ -341,6 +363,33 @@ def train(
             ) from None
 
 
+def _quiet(_: str) -> None:
+    """The log of ranks other than 0."""
+
+
+def _shared_vocabularies(
+    cfg: Config, splits: Splits, run_dir: Path, log: Callable[[str], None], world: World
+) -> Vocabularies:
+    """:func:`build_vocabularies` on rank 0; the other ranks load rank 0's tokenizer files and
+    build the vocabularies from their own copy of the data, which must give the same ones."""
+    if world.is_main:
+        v = build_vocabularies(cfg, splits, run_dir, log)
+        world.broadcast(v.files)
+    else:
+        with tempfile.TemporaryDirectory(prefix="jumok-rank") as folder:
+            for name, content in world.broadcast({}).items():
+                (Path(folder) / name).write_bytes(content)
+            v = build_vocabularies(cfg, splits, Path(folder), log)
+    if world.size > 1:
+        tokens = [v.src_vocab.tokens, v.tgt_vocab.tokens]
+        if world.any(world.broadcast(tokens) != tokens):
+            raise DataError(
+                "the training processes built different vocabularies: every rank must read "
+                f"the same data (check {cfg.data.train or 'data.generate'} on every machine)"
+            )
+    return v
+
+
 def _train(
     cfg: Config,
     run_dir: Path,
@@ -348,22 +397,25 @@ def _train(
     progress: bool,
     saved: dict | None,
     signals: SignalGuard,
+    world: World,
 ) -> TrainResult:
     t = cfg.train
     if t.threads:
         torch.set_num_threads(t.threads)
-    device = resolve_device(t.device)
+    device = world.place(resolve_device(t.device))
     seed_everything(t.seed)
 
     splits = load_splits(cfg.data)
     for note in splits.notes:
         log(note)
     d = cfg.data
-    v = build_vocabularies(cfg, splits, run_dir, log)
+    v = _shared_vocabularies(cfg, splits, run_dir, log, world)
     src_tok, tgt_tok, src_vocab, tgt_vocab = v.src_tok, v.tgt_tok, v.src_vocab, v.tgt_vocab
     files, held_out, train_pairs = v.files, v.held_out, v.train_pairs
     vocab_tokens = {"source": src_vocab.tokens, "target": tgt_vocab.tokens}
-    if saved is None:
+    if saved is not None:
+        check_vocabularies(saved, vocab_tokens, run_dir)
+    elif world.is_main:  # rank 0 writes the run directory
         atomic_write_text(run_dir / "config.yaml", config_to_yaml(cfg))
         atomic_write_text(run_dir / "vocab.json", json.dumps(vocab_tokens, ensure_ascii=False))
         if cfg.data.generate is not None:
@@ -372,8 +424,6 @@ def _train(
                 atomic_write_text(
                     run_dir / "data" / f"{name}.tsv", pairs_text(getattr(splits, name))
                 )
-    else:
-        check_vocabularies(saved, vocab_tokens, run_dir)
 
     def encode(pairs: list[Pair]) -> EncodedPairs:
         return encode_pairs(
@@ -419,6 +469,12 @@ def _train(
     model = build_model(cfg.model, len(src_vocab), len(tgt_vocab)).to(device)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: {n_params:,} parameters; device {device}; precision {t.precision}")
+    if world.size > 1:
+        unit = "target tokens" if t.batch_type == "tokens" else "sentence pairs"
+        log(
+            f"data parallel: {world.size} processes share each batch of {t.batch_size} {unit} "
+            f"(train.batch_size is the global batch; about {t.batch_size / world.size:g} each)"
+        )
     optimizer = make_optimizer(model, t)
     generator = torch.Generator().manual_seed(t.seed)  # orders the batches
     by_tokens = t.batch_type == "tokens"
@@ -438,20 +494,28 @@ def _train(
         p = Progress(epoch_data_rng=generator.get_state())
     else:
         p = restore(saved, model, optimizer, schedule, stopper)
-        _forget_unsaved_rows(run_dir, len(p.history), log)
-        for folder in (run_dir, run_dir / "checkpoints"):
-            if folder.is_dir():
-                remove_temporary_files(folder)
+        if world.is_main:
+            _forget_unsaved_rows(run_dir, len(p.history), log)
+            for folder in (run_dir, run_dir / "checkpoints"):
+                if folder.is_dir():
+                    remove_temporary_files(folder)
         log(
             f"resuming {run_dir} at epoch {p.epoch}/{t.epochs}, update {p.step} "
             f"({p.updates_in_epoch} of {updates_per_epoch} done in this epoch)"
         )
-    board = _tensorboard(run_dir, purge_step=p.step + 1 if saved is not None else None)
+    world.seed_dropout(t.seed, p.step)
+    board = (
+        _tensorboard(run_dir, purge_step=p.step + 1 if saved is not None else None)
+        if world.is_main
+        else None
+    )
     start = time.perf_counter() - p.elapsed_seconds
     since_time = time.perf_counter() - p.since_seconds
     stopped = stopped_early = False
 
     def save_state() -> None:
+        if not world.is_main:
+            return
         now = time.perf_counter()
         p.elapsed_seconds, p.since_seconds = now - start, now - since_time
         state = collect(p, model, optimizer, schedule, stopper, cfg, vocab_tokens)
@@ -477,10 +541,22 @@ def _train(
         )
         p.history.append(asdict(record))
         p.validated_at = p.step
-        _write_metrics(run_dir, record, board)
-        value = getattr(record, METRICS[t.early_stopping.metric])
+        if world.is_main:
+            _write_metrics(run_dir, record, board)
+        # Rank 0's score decides on every rank (the others computed the same, or nearly).
+        value = world.broadcast(getattr(record, METRICS[t.early_stopping.metric]))
         improved = stopper.update(value)
         schedule.after_validation(value)
+        if world.is_main:
+            publish(epoch, record, scores, seconds, improved, value)
+        if stopper.should_stop:
+            stopped_early = True
+        model.train()
+        p.since_loss, p.since_tokens = 0.0, 0
+        since_time = time.perf_counter()
+
+    def publish(epoch, record, scores, seconds, improved, value) -> None:
+        """Rank 0's part of a validation: checkpoints, the log, the learning curve."""
         info = {
             "epoch": epoch,
             "step": p.step,
@@ -503,16 +579,12 @@ def _train(
         for source, ref, hyp in _examples(splits.dev, scores.hyps, t.examples):
             log(f"    {source!r} -> {hyp!r}" + ("" if hyp == ref else f"  (reference {ref!r})"))
         _draw_curve(run_dir, p.history)
-        if stopper.should_stop:
-            stopped_early = True
-        model.train()
-        p.since_loss, p.since_tokens = 0.0, 0
-        since_time = time.perf_counter()
 
     def stop_if_signalled() -> None:
-        if signals.received is not None:
+        # torchrun passes a signal to every rank, not always between the same two updates.
+        if world.any(signals.received is not None):
             save_state()
-            raise TrainingInterrupted(signals.received, run_dir, p.step)
+            raise TrainingInterrupted(signals.received or signal.SIGTERM, run_dir, p.step)
 
     if saved is None:
         save_state()  # resumable from the very start
@@ -553,7 +625,9 @@ def _train(
             )
             with contextlib.closing(bar):
                 for group in bar:
-                    loss_sum, n_tokens = accumulated_update(model, optimizer, group, t, device)
+                    loss_sum, n_tokens = accumulated_update(
+                        model, optimizer, group, t, device, world
+                    )
                     schedule.after_update()
                     p.step += 1
                     p.updates_in_epoch += 1
@@ -567,7 +641,7 @@ def _train(
                             lr=f"{schedule.lr:.2e}",
                             refresh=False,
                         )
-                    if t.max_seconds and time.perf_counter() - start >= t.max_seconds:
+                    if t.max_seconds and world.any(time.perf_counter() - start >= t.max_seconds):
                         stopped = True
                     if t.max_steps and p.step >= t.max_steps:
                         stopped = True
