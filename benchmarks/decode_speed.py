@@ -77,8 +77,7 @@ def measure(run_dir: str, settings, save: Path | None) -> list[dict]:
 
 def compare(args) -> None:
     """Alternate old and new code in child processes; print medians and ratios."""
-    times: dict[tuple[str, str, str], list[float]] = {}
-    bleus: dict[tuple[str, str, str], float] = {}
+    runs: dict[tuple[str, str, str], list[dict]] = {}
     sides = {"old": str(Path(args.compare).resolve()), "new": str(ROOT)}
     for repeat in range(args.repeats):
         for side, path in sides.items():
@@ -88,21 +87,22 @@ def compare(args) -> None:
             for line in done.stdout.splitlines():
                 if line.startswith("{"):
                     r = json.loads(line)
-                    key = (side, r["search"], r["precision"])
-                    times.setdefault(key, []).append(r["seconds"])
-                    bleus[key] = r["bleu"]
+                    runs.setdefault((side, r["search"], r["precision"]), []).append(r)
                     print(f"repeat {repeat} {side}: {line}", flush=True)
-    print("\n| search | precision | BLEU old | BLEU new | old s | new s | old / new |")
-    print("|---|---|---|---|---|---|---|")
-    for search, precision in sorted({(k[1], k[2]) for k in times}):
-        old = statistics.median(times[("old", search, precision)])
-        new = statistics.median(times[("new", search, precision)])
+    print(
+        "\n| search | precision | BLEU old | BLEU new | old s | new s | old / new | CPU old / new |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for search, precision in sorted({(k[1], k[2]) for k in runs}, reverse=True):
+        old, new = runs[("old", search, precision)], runs[("new", search, precision)]
+        wall = [statistics.median(r["seconds"] for r in x) for x in (old, new)]
+        cpu = [statistics.median(r["cpu_seconds"] for r in x) for x in (old, new)]
         print(
-            f"| {search} | {precision} | {bleus[('old', search, precision)]} | "
-            f"{bleus[('new', search, precision)]} | {old:.2f} | {new:.2f} | {old / new:.2f} |"
+            f"| {search} | {precision} | {old[0]['bleu']} | {new[0]['bleu']} | {wall[0]:.2f} | "
+            f"{wall[1]:.2f} | {wall[0] / wall[1]:.2f} | {cpu[0] / cpu[1]:.2f} |"
         )
-        summary = {"search": search, "precision": precision, "old_s": old, "new_s": new}
-        print(json.dumps(summary | {"ratio": old / new}))
+        summary = {"search": search, "precision": precision, "old_s": wall[0], "new_s": wall[1]}
+        print(json.dumps(summary | {"ratio": wall[0] / wall[1], "cpu_ratio": cpu[0] / cpu[1]}))
 
 
 def check(saved: Path, reference: Path) -> None:

@@ -65,8 +65,9 @@ class DecoderState:
 class Encoded:
     """What the decoder needs from the encoder, computed once per batch.
 
-    One row per sentence. The decoder may run G rows per sentence against it (beam search's
-    hypotheses, sentence-major: row ``n`` reads sentence ``n // G``); only the decoder state
+    Its B rows are sentences (or copies of them, one per hypothesis). The decoder may also run
+    G rows per encoder row against it (the hypotheses of beam search sharing their sentence's
+    copy, sentence-major: decoder row ``n`` reads encoder row ``n // G``); only the decoder state
     then has N = B x G rows.
 
     Attributes:
@@ -234,9 +235,7 @@ class Decoder(nn.Module):
         keys are neither copied G times nor read G times per step.
         """
         N, T, H = h_NTH.shape
-        B = enc.hs_BSH.shape[0]
-        if N % B:
-            raise ValueError(f"decoder rows: expected a multiple of the {B} sentences, got {N}")
+        B = _check_rows(N, enc.hs_BSH.shape[0])
         if N == B:
             return self.attention(h_NTH, enc.hs_BSH, enc.mask_BS, enc.keys_BSH)
         queries_BQH = h_NTH.reshape(B, -1, H)  # Q = G * T queries per sentence
@@ -248,5 +247,11 @@ class Decoder(nn.Module):
 
 def _per_row(x_BF: Tensor, N: int) -> Tensor:
     """One row of ``x_BF`` per decoder row: each sentence's row repeated N / B times."""
-    B = x_BF.shape[0]
+    B = _check_rows(N, x_BF.shape[0])
     return x_BF if N == B else x_BF.repeat_interleave(N // B, dim=0)
+
+
+def _check_rows(N: int, B: int) -> int:
+    if N % B:
+        raise ValueError(f"decoder rows: expected a multiple of the {B} sentences, got {N}")
+    return B

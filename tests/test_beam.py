@@ -3,14 +3,16 @@ penalties on hand-worked numbers, constraints respected, attention for every hyp
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
 import pytest
 import torch
 from conftest import SRC_V, TGT_V, random_batch, tiny_model_config
+from test_variants import variant
 
-from jumok.beam import BeamOptions, adjust, beam_search, coverage, length_normalizer
+from jumok.beam import BeamOptions, adjust, beam_search, coverage, length_normalizer, prune
 from jumok.model import build_model
 from jumok.search import greedy
 from jumok.vocab import BOS_ID, EOS_ID
@@ -119,3 +121,54 @@ def test_greedy_alone_equals_greedy_in_a_batch(model):
         assert alone.token_ids == batch[i].token_ids
         assert alone.score == pytest.approx(batch[i].score, abs=1e-5)
         torch.testing.assert_close(alone.attention_TS, batch[i].attention_TS)
+
+
+def test_prune_equals_the_top_2k_over_every_row_and_token():
+    g = torch.Generator().manual_seed(0)
+    B, K, V = 3, 4, 9
+    logp_NV = torch.randn(B * K, V, generator=g).log_softmax(-1)
+    scores_N = torch.randn(B * K, generator=g)
+    scores_N[1] = -math.inf  # a dead row
+    expected, flat = (scores_N.unsqueeze(1) + logp_NV).view(B, K * V).topk(2 * K, dim=1)
+    scores, beam, token, logp = prune(scores_N, logp_NV.clone(), K, K)
+    torch.testing.assert_close(scores, expected)
+    assert torch.equal(beam * V + token, flat)
+    rows_B2K = torch.arange(B).unsqueeze(1) * K + beam
+    torch.testing.assert_close(logp, logp_NV[rows_B2K, token])
+    # the first step: one row per sentence
+    scores, beam, token, _ = prune(torch.zeros(B), logp_NV[:B].clone(), 1, K)
+    torch.testing.assert_close(scores, logp_NV[:B].topk(2 * K, dim=1).values)
+    assert not beam.any()
+
+
+@pytest.mark.parametrize("attention", ["dot", "general", "additive"])
+@pytest.mark.parametrize("peeky,feeding", [(False, False), (True, True)])
+def test_rows_sharing_one_encoder_row_equal_rows_with_a_copy_each(attention, peeky, feeding):
+    torch.manual_seed(3)
+    model = build_model(variant(attention, peeky, feeding), SRC_V, TGT_V).eval()
+    src, src_len, _ = random_batch(B=3, S=6, seed=8)
+    G = 4
+    enc = model.encode(src, src_len)
+    copies = enc.select(torch.arange(3).repeat_interleave(G))
+    tokens_N = torch.randint(3, TGT_V, (3 * G,))
+    state = copies.state
+    for _ in range(3):  # a few steps, so the state differs between the rows
+        shared_NV, shared_state, shared_NS = model.decode_step(tokens_N, state, enc)
+        each_NV, state, each_NS = model.decode_step(tokens_N, state, copies)
+        torch.testing.assert_close(shared_NV, each_NV, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(shared_NS, each_NS, rtol=1e-5, atol=1e-6)
+        tokens_N = each_NV.argmax(-1).clamp(min=3)
+    with pytest.raises(ValueError, match="multiple of the 3 sentences"):
+        model.decode_step(tokens_N[:5], state.select(torch.arange(5)), enc)
+
+
+def test_beam_with_a_shared_encoder_finds_the_same_hypotheses(model):
+    src, src_len, _ = random_batch(B=4, S=7, seed=6)
+    opts = BeamOptions(beam_size=3, n_best=3, max_length=9)
+    each = beam_search(model, src, src_len, opts)
+    shared = beam_search(model, src, src_len, dataclasses.replace(opts, shared_encoder=True))
+    for a_hyps, b_hyps in zip(each, shared, strict=True):
+        assert [h.token_ids for h in a_hyps] == [h.token_ids for h in b_hyps]
+        for a, b in zip(a_hyps, b_hyps, strict=True):
+            assert a.score == pytest.approx(b.score, abs=1e-5)
+            torch.testing.assert_close(a.attention_TS, b.attention_TS)

@@ -460,3 +460,13 @@ def test_bf16_decoding_runs_under_autocast_and_agrees_with_float32(run_dir, tmp_
     inputs.write_text("9/27/94\n", encoding="utf-8")
     assert main(["translate", str(run_dir), "--input", str(inputs), "--precision", "bf16"]) == 0
     assert capsys.readouterr().out.strip()
+
+
+def test_bf16_decoding_follows_weights_changed_in_place(run_dir):
+    translator = jumok.load(run_dir)
+    assert translator.translate(["9/27/94"], precision="bf16")[0].tokens != ["</s>"]
+    with torch.no_grad():
+        translator.model.decoder.output.bias[EOS_ID] += 1e4  # eos first, whatever the input
+    [result] = translator.translate(["9/27/94"], precision="bf16")
+    assert result.tokens == ["</s>"]
+    assert next(translator.model.parameters()).dtype == torch.float32
