@@ -30,3 +30,23 @@ def test_recipe_config_is_valid_and_reads_its_data(name):
         assert len(splits.train) <= n_train and len(splits.train) > 0.98 * n_train
     assert (len(splits.dev), len(splits.test)) == (n_dev, n_test)
     assert not set(splits.train) & (set(splits.dev) | set(splits.test))
+
+
+def test_chatbot_helper_models_share_the_chatbots_held_out_pairs():
+    """The reply LM and the reverse model (for MMI reranking) hold out the same 1,000 pairs as
+    the chatbot, so reranking on its dev set uses no model that trained on those pairs."""
+    configs = {
+        n: load_config(ROOT / "examples/chatbot-ko" / f"{n}.yaml") for n in ("lm", "reverse")
+    }
+    assert configs["lm"].model.type == "lm"
+    assert (configs["reverse"].data.source_field, configs["reverse"].data.target_field) == (
+        "A",
+        "Q",
+    )
+    if not (SHARED / "chatbot-ko").is_dir():
+        pytest.skip(f"{SHARED / 'chatbot-ko'} is absent")
+    chatbot = load_splits(load_config(ROOT / "examples/chatbot-ko/config.yaml").data)
+    reverse = load_splits(configs["reverse"].data)
+    swapped_dev = {(a, q) for q, a in reverse.dev}
+    assert swapped_dev == set(chatbot.dev)
+    assert not swapped_dev & {(a, q) for q, a in reverse.train}
