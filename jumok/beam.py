@@ -54,8 +54,8 @@ class BeamOptions:
         shared_encoder: the K hypotheses of a sentence read one copy of its encoder states
             (one batched product per sentence) instead of one copy each. Faster; the attention
             scores then differ from the per-hypothesis ones in the last bits of float32, which
-            can swap two near-tied hypotheses, so float32 decoding leaves it off and bf16
-            decoding (already rounded far more coarsely) turns it on.
+            can swap two near-tied hypotheses, so float32 decoding leaves it off and bf16 and
+            int8 decoding (already rounded far more coarsely) turn it on.
     """
 
     beam_size: int = 5
@@ -82,7 +82,10 @@ class BeamOptions:
 def length_normalizer(length: int, kind: LengthPenalty, alpha: float) -> float:
     """The divisor of a hypothesis' log-probability: 1, ((5 + n) / 6) ** alpha, or n."""
     if kind == "gnmt":
-        return ((5.0 + length) / 6.0) ** alpha
+        try:
+            return ((5.0 + length) / 6.0) ** alpha
+        except OverflowError:  # an absurd alpha (e.g. 1000 through the API): past any float
+            return math.inf
     if kind == "average":
         return float(max(length, 1))
     return 1.0

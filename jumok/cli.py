@@ -445,6 +445,13 @@ def _decode_arguments(p: argparse.ArgumentParser) -> None:
         "(decode.precision)",
     )
     p.add_argument(
+        "--quantize",
+        dest="quantize",
+        choices=["none", "int8"],
+        help="int8: decode with int8 LSTM and Linear layers (dynamic quantization, CPU only, "
+        "float32 activations between them; not with --precision bf16) (decode.quantize)",
+    )
+    p.add_argument(
         "--replace-unk",
         dest="replace_unk",
         action="store_const",
@@ -488,7 +495,12 @@ def reranker(args: argparse.Namespace):
 
 def decode_options(args: argparse.Namespace) -> dict[str, Any]:
     """The decoding options given on the command line (the others stay as the run has them)."""
-    names = [name for _, name, _, _ in DECODE_FLAGS] + ["sample", "replace_unk", "precision"]
+    names = [name for _, name, _, _ in DECODE_FLAGS] + [
+        "sample",
+        "replace_unk",
+        "precision",
+        "quantize",
+    ]
     return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 

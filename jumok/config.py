@@ -596,6 +596,14 @@ class DecodeConfig(_Frozen):
         "autocast (weights stay float32). On Multi30k test2016 it halves decoding time on "
         "this CPU at the same BLEU (docs/decoding.md).",
     )
+    quantize: Literal["none", "int8"] = Field(
+        "none",
+        description="int8 decodes with a copy of the model whose LSTM, GRU and Linear layers "
+        "(encoder, decoder, output layer, attention projections) have int8 weights and "
+        "dynamically quantized activations (PyTorch dynamic quantization, CPU only; embeddings "
+        "and the attention's softmax stay float32). Made from the float32 weights on first use; "
+        "not combined with decode.precision: bf16 (docs/decoding.md).",
+    )
     abstain_below: float | None = Field(
         None,
         ge=0,
@@ -611,6 +619,12 @@ class DecodeConfig(_Frozen):
             raise ValueError(
                 "decode.sample draws outputs and decode.beam searches: set decode.beam: 1 to "
                 "sample, or decode.sample: false to use the beam"
+            )
+        if self.quantize == "int8" and self.precision == "bf16":
+            raise ValueError(
+                "decode.quantize: int8 runs its int8 layers on float32 inputs and cannot be "
+                "combined with decode.precision: bf16; choose one (--precision fp32 --quantize int8, "
+                "or --precision bf16 --quantize none)"
             )
         if not self.sample and self.n_best > self.beam:
             raise ValueError(

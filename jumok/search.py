@@ -148,5 +148,7 @@ def run_search(model: Seq2Seq, src_BS: Tensor, src_len_B: Tensor, opts) -> list[
     )
     if plain:
         return [[h] for h in greedy(model, src_BS, src_len_B, opts.max_length)]
-    shared = dataclasses.replace(constraints, shared_encoder=opts.precision == "bf16")
+    # float32 keeps its exact bits; bf16 and int8 already round far more coarsely
+    inexact = opts.precision == "bf16" or opts.quantize == "int8"
+    shared = dataclasses.replace(constraints, shared_encoder=inexact)
     return beam_search(model, src_BS, src_len_B, shared)

@@ -194,7 +194,8 @@ class Translator:
         self.has_attention = config.model.attention != "none"
         self.model_type = config.model.type
         self.source: str | None = None  # the checkpoint it was loaded from, when known
-        self._bf16_copy: tuple[tuple, nn.Module] | None = None  # see _decoding_model
+        # bf16 and int8 copies of self.model, with the key they were made for (_decoding_model)
+        self._copies: dict[str, tuple[tuple, nn.Module]] = {}
 
     @classmethod
     def from_checkpoint(cls, ckpt: Checkpoint, device: str | torch.device = "cpu") -> Translator:
@@ -261,7 +262,7 @@ class Translator:
         order = sorted(range(len(texts)), key=lambda i: len(encoded[i].ids))
         found_by_input: dict[int, tuple[list[str], list[Candidate]]] = {}
         fill = self.config.data.fill_source_to
-        model = self._decoding_model(opts.precision)
+        model = self._decoding_model(opts.precision, opts.quantize)
         for start in range(0, len(order), opts.batch_size):
             chunk = order[start : start + opts.batch_size]
             rows = [encoder_order(encoded[i].ids, reverse, fill) for i in chunk]
@@ -361,19 +362,31 @@ class Translator:
                 out.append(self._candidate(hyps[0], ["<none>"], False, step))
         return out
 
-    def _decoding_model(self, precision: str) -> nn.Module:
-        """The model to decode with. For bf16, a copy of ``self.model`` with bfloat16 weights:
-        under autocast every matrix product rounds its weights to bfloat16 anyway, and the copy
-        saves doing it again at every step (the output layer alone is V x H). ``self.model``
-        keeps its float32 weights. The copy is rebuilt when the model or its weights change
-        (every in-place update bumps a parameter's version counter).
+    def _decoding_model(self, precision: str, quantize: str = "none") -> nn.Module:
+        """The model to decode with: ``self.model``, or a copy made for ``precision`` or
+        ``quantize`` and kept for the next call.
+
+        For bf16, a copy with bfloat16 weights: under autocast every matrix product rounds its
+        weights to bfloat16 anyway, and the copy saves doing it again at every step (the output
+        layer alone is V x H). For int8, a copy whose LSTM, GRU and Linear layers are
+        dynamically quantized (:mod:`jumok.quantize`). ``self.model`` keeps its float32
+        weights. A copy is rebuilt when the model or its weights change (every in-place update
+        bumps a parameter's version counter).
         """
-        if precision != "bf16":
+        if quantize == "int8":
+            from jumok.quantize import check_supported, quantize_int8
+
+            check_supported(self.device)
+            variant, make = "int8", quantize_int8
+        elif precision == "bf16":
+            variant, make = "bf16", lambda m: copy.deepcopy(m).to(torch.bfloat16).eval()
+        else:
             return self.model
         key = (id(self.model), tuple(p._version for p in self.model.parameters()))
-        if self._bf16_copy is None or self._bf16_copy[0] != key:
-            self._bf16_copy = (key, copy.deepcopy(self.model).to(torch.bfloat16).eval())
-        return self._bf16_copy[1]
+        cached = self._copies.get(variant)
+        if cached is None or cached[0] != key:
+            cached = self._copies[variant] = (key, make(self.model))
+        return cached[1]
 
     def _autocast(self, precision: str):
         """bfloat16 autocast for ``decode.precision: bf16``; float32 otherwise."""

@@ -33,6 +33,14 @@ def test_length_normalizers_and_coverage_by_hand():
     assert coverage(torch.tensor([[0.5, 0.5], [0.9, 0.1]]), 1.0) == pytest.approx(math.log(0.6))
 
 
+def test_an_absurd_gnmt_alpha_decodes_instead_of_overflowing(model):
+    # 4.2 ** 1000 is past any float: the divisor is inf (was an OverflowError, a 500 when served)
+    assert length_normalizer(20, "gnmt", 1000.0) == math.inf
+    src, src_len, _ = random_batch(B=2, S=5, seed=3)
+    found = beam_search(model, src, src_len, BeamOptions(2, 1, 8, alpha=1000.0))
+    assert [len(hyps) for hyps in found] == [1, 1]
+
+
 def test_beam_one_without_length_penalty_equals_greedy(model):
     src, src_len, _ = random_batch(B=5, S=6, seed=3)
     expected = greedy(model, src, src_len, max_length=8)
