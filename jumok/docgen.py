@@ -69,23 +69,28 @@ def config_reference() -> str:
     for path, model in _sections(Config, ""):
         if not path:
             continue
-        doc = (model.__doc__ or "").strip().splitlines()[0]
-        lines += [
-            f"## `{path}`",
-            "",
-            doc,
-            "",
-            "| field | type | default | description |",
-            "|---|---|---|---|",
-        ]
-        for name, field in model.model_fields.items():
-            description = (field.description or "").replace("|", "\\|")
-            lines.append(
-                f"| `{path}.{name}` | {_type_name(field.annotation)} | {_default(field)} | "
-                f"{description} |"
-            )
-        lines.append("")
+        lines += _field_table(f"`{path}`", model, prefix=f"{path}.")
     return "\n".join(lines)
+
+
+def _field_table(heading: str, model: type[BaseModel], prefix: str = "") -> list[str]:
+    """A section: heading, the model's first doc line, and a row per field."""
+    doc = (model.__doc__ or "").strip().splitlines()[0]
+    lines = [
+        f"## {heading}",
+        "",
+        doc,
+        "",
+        "| field | type | default | description |",
+        "|---|---|---|---|",
+    ]
+    for name, field in model.model_fields.items():
+        description = (field.description or "").replace("|", "\\|")
+        lines.append(
+            f"| `{prefix}{name}` | {_type_name(field.annotation)} | {_default(field)} | "
+            f"{description} |"
+        )
+    return [*lines, ""]
 
 
 def cli_reference() -> str:
@@ -159,21 +164,7 @@ def api_reference() -> str:
         ("GET /v1/models: one model", serve.ModelInfo),
         ("every 4xx", serve.ErrorResponse),
     ]:
-        doc = (model.__doc__ or "").strip().splitlines()[0]
-        lines += [
-            f"## {title} (`{model.__name__}`)",
-            "",
-            doc,
-            "",
-            "| field | type | default | description |",
-            "|---|---|---|---|",
-        ]
-        for name, field in model.model_fields.items():
-            description = (field.description or "").replace("|", "\\|")
-            lines.append(
-                f"| `{name}` | {_type_name(field.annotation)} | {_default(field)} | {description} |"
-            )
-        lines.append("")
+        lines += _field_table(f"{title} (`{model.__name__}`)", model)
     lines += [
         "## JSON schema of the request",
         "",

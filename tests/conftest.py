@@ -34,3 +34,48 @@ def random_batch(B: int = 4, S: int = 7, T: int = 5, seed: int = 1):
     tgt_in_BT = torch.randint(4, TGT_V, (B, T), generator=g)
     tgt_in_BT[:, 0] = 1  # bos
     return src_BS, src_len_B, tgt_in_BT
+
+
+# ------------------------------------------------------------------------- a real jumok serve
+class ServeProcess:
+    """``jumok serve RUN`` in a subprocess on a free loopback port, ready when constructed."""
+
+    def __init__(self, run_dir, log_path, timeout: float = 60):
+        import json
+        import socket
+        import subprocess
+        import sys
+        import time
+        import urllib.request
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        with open(log_path, "w") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "jumok", "serve", str(run_dir), "--port", str(self.port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.base}/ready", timeout=2) as r:
+                    if json.loads(r.read())["ready"]:
+                        return
+            except OSError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.process.kill()
+                pytest.fail(f"jumok serve did not start: {self.log()}")
+            time.sleep(0.2)
+
+    def log(self) -> str:
+        with open(self.log_path) as f:
+            return f.read()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=20)

@@ -6,14 +6,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
-from pathlib import Path
 
 import pytest
+from conftest import ServeProcess
 from test_train import QUIET, small_config
 
 from jumok.train import train
@@ -37,45 +33,13 @@ CHROMIUM_ARGS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def get(url: str):
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return json.loads(response.read())
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     run = tmp_path_factory.mktemp("browser") / "dates"
     train(small_config("train.epochs=3"), run, **QUIET)
-    port = free_port()
-    log = (tmp_path_factory.getbasetemp() / "serve.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "jumok", "serve", str(run), "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if get(f"{base}/ready")["ready"]:
-                break
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            log.close()
-            pytest.fail(f"jumok serve did not start: {Path(log.name).read_text()}")
-        time.sleep(0.2)
-    yield base
-    process.terminate()
-    process.wait(timeout=20)
-    log.close()
+    served = ServeProcess(run, tmp_path_factory.getbasetemp() / "serve-browser.log")
+    yield served.base
+    served.stop()
 
 
 def test_the_page_shows_hypotheses_and_the_attention_of_the_chosen_one(server):

@@ -5,22 +5,15 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
 
 import pytest
+from conftest import ServeProcess
 from test_train import QUIET, small_config
 
 from jumok.train import train
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def translate(base: str, texts: list[str], timeout: float = 30, **options) -> dict:
@@ -37,31 +30,10 @@ def translate(base: str, texts: list[str], timeout: float = 30, **options) -> di
 def server(tmp_path_factory):
     run = tmp_path_factory.mktemp("robust") / "dates"
     train(small_config("train.epochs=1"), run, **QUIET)
-    port = free_port()
-    log_path = tmp_path_factory.getbasetemp() / "serve-robust.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "jumok", "serve", str(run), "--port", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/ready", timeout=2) as r:
-                if json.loads(r.read())["ready"]:
-                    break
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"jumok serve did not start: {log_path.read_text()}")
-        time.sleep(0.2)
-    yield base, port, process
-    process.terminate()
-    process.wait(timeout=20)
-    assert "Traceback" not in log_path.read_text()
+    served = ServeProcess(run, tmp_path_factory.getbasetemp() / "serve-robust.log")
+    yield served.base, served.port, served.process
+    served.stop()
+    assert "Traceback" not in served.log()
 
 
 def raw_request(body: bytes, declared: int | None = None) -> bytes:
