@@ -84,6 +84,15 @@ async def load(base: str, sentences: list[str], clients: int, requests: int, sec
     return latencies, errors, wall
 
 
+def read_sentences(src: Path | None, seed: int) -> list[str]:
+    """The non-blank lines of ``src``, or 2,000 generated dates."""
+    if src:
+        return [s for s in src.read_text(encoding="utf-8").splitlines() if s.strip()]
+    from jumok.synthetic import generate
+
+    return [source for source, _ in generate("date", 2000, seed=seed)]
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
@@ -112,13 +121,7 @@ def main() -> int:
     p.add_argument("--jsonl", type=Path, default=Path("serve_load.jsonl"))
     args = p.parse_args()
 
-    if args.src:
-        sentences = [s for s in args.src.read_text(encoding="utf-8").splitlines() if s.strip()]
-    else:
-        from jumok.synthetic import generate
-
-        sentences = [source for source, _ in generate("date", 2000, seed=123)]
-    sentences = sentences[: args.requests]
+    sentences = read_sentences(args.src, seed=123)[: args.requests]
 
     rows = []
     rate = offline(args.run, sentences, args.beam)

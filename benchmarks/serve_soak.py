@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from serve_load import start_server  # noqa: E402
+from serve_load import read_sentences, start_server  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:
@@ -93,12 +93,7 @@ def main() -> int:
     p.add_argument("--clients", type=int, default=4)
     p.add_argument("--jsonl", type=Path, default=Path("serve_soak.jsonl"))
     args = p.parse_args()
-    if args.src:
-        sentences = [s for s in args.src.read_text(encoding="utf-8").splitlines() if s.strip()]
-    else:
-        from jumok.synthetic import generate
-
-        sentences = [source for source, _ in generate("date", 2000, seed=7)]
+    sentences = read_sentences(args.src, seed=7)
 
     process, base = start_server(args.run, True, [])
     port = int(base.rsplit(":", 1)[1])

@@ -111,6 +111,11 @@ class DynamicBatcher(Generic[Result]):
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     @property
+    def running(self) -> bool:
+        """The batching loop is alive (False before start, after stop, or if it crashed)."""
+        return self._worker is not None and not self._worker.done()
+
+    @property
     def waiting_texts(self) -> int:
         return sum(len(job.texts) for job in self._waiting)
 

@@ -44,20 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
         "processes or machines: torchrun --nproc-per-node N -m jumok train CONFIG (see "
         "docs/distributed.md).",
     )
-    p.add_argument(
-        "config",
-        type=Path,
-        nargs="?",
-        help="YAML config (see docs/config.md); optional with --resume (it must then agree with "
-        "the run's)",
-    )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field by its dotted path, e.g. --set train.lr=3e-4 (repeatable)",
+    _config_arguments(
+        p,
+        "override a config field by its dotted path, e.g. --set train.lr=3e-4 (repeatable)",
+        config_help="YAML config (see docs/config.md); optional with --resume (it must then "
+        "agree with the run's)",
     )
     p.add_argument(
         "--run-dir",
@@ -287,9 +278,16 @@ def _version() -> str:
     return __version__
 
 
-def _config_arguments(p: argparse.ArgumentParser, set_help: str) -> None:
-    """CONFIG and the repeatable --set KEY=VALUE, shared by the commands that read a config."""
-    p.add_argument("config", type=Path, help="YAML config (see docs/config.md)")
+def _config_arguments(
+    p: argparse.ArgumentParser, set_help: str, config_help: str | None = None
+) -> None:
+    """CONFIG and the repeatable --set KEY=VALUE, shared by the commands that read a config.
+
+    With ``config_help`` CONFIG is optional (``jumok train --resume`` reads the run's own)."""
+    if config_help is None:
+        p.add_argument("config", type=Path, help="YAML config (see docs/config.md)")
+    else:
+        p.add_argument("config", type=Path, nargs="?", help=config_help)
     p.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=set_help
     )

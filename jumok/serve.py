@@ -519,11 +519,7 @@ def create_app(models: Mapping[str, Translator], config: ServeConfig | None = No
         summary="Models are loaded and their batchers run",
     )
     async def ready():
-        running = [
-            name
-            for name, s in served.items()
-            if s.batcher._worker is not None and not s.batcher._worker.done()
-        ]
+        running = [name for name, s in served.items() if s.batcher.running]
         body = Ready(ready=len(running) == len(served), models=running)
         return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 
