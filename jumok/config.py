@@ -567,6 +567,7 @@ class DecodeConfig(_Frozen):
     repetition_penalty: float = Field(
         1.0,
         ge=1.0,
+        le=100.0,
         description="Multiply the log-probability of tokens already output by this (>= 1; "
         "1 = off).",
     )
