@@ -30,6 +30,10 @@ from jumok.model import Encoded, Seq2Seq
 from jumok.search import Hypothesis
 from jumok.vocab import BOS_ID, EOS_ID, PAD_ID
 
+# The log-probability of an end the constraints forced (max length reached, or nothing else
+# allowed): finite, so the hypothesis still exists, and far below any real continuation.
+DEAD_END = -1e9
+
 LengthPenalty = Literal["none", "gnmt", "average"]
 
 
@@ -173,7 +177,7 @@ def adjust_(
         logp_NV[step < min_N, EOS_ID] = -math.inf
         forced_N = step >= max_N - 1
         if bool(forced_N.any()):
-            eos_N = logp_NV[forced_N, EOS_ID].clamp(min=-1e9)  # stays finite when blocked
+            eos_N = logp_NV[forced_N, EOS_ID].clamp(min=DEAD_END)  # stays finite when blocked
             logp_NV[forced_N] = -math.inf
             logp_NV[forced_N, EOS_ID] = eos_N
     if opts.repetition_penalty != 1.0 and step > 0:
@@ -191,6 +195,12 @@ def adjust_(
             ]
             if banned:
                 logp_NV[row, banned] = -math.inf
+        # Blocking can leave a row nothing at all (a small vocabulary, every token already
+        # used, eos not yet allowed): it then ends there, at a finite DEAD_END cost, so that
+        # every search returns a hypothesis instead of none.
+        stuck_N = torch.isneginf(logp_NV).all(1)
+        if bool(stuck_N.any()):
+            logp_NV[stuck_N, EOS_ID] = DEAD_END
     return logp_NV
 
 

@@ -12,8 +12,17 @@ import torch
 from conftest import SRC_V, TGT_V, random_batch, tiny_model_config
 from test_variants import variant
 
-from jumok.beam import BeamOptions, adjust, beam_search, coverage, length_normalizer, prune
+from jumok.beam import (
+    DEAD_END,
+    BeamOptions,
+    adjust,
+    beam_search,
+    coverage,
+    length_normalizer,
+    prune,
+)
 from jumok.model import build_model
+from jumok.sampling import SamplingOptions, sample
 from jumok.search import greedy
 from jumok.vocab import BOS_ID, EOS_ID
 
@@ -180,3 +189,36 @@ def test_beam_with_a_shared_encoder_finds_the_same_hypotheses(model):
         for a, b in zip(a_hyps, b_hyps, strict=True):
             assert a.score == pytest.approx(b.score, abs=1e-5)
             torch.testing.assert_close(a.attention_TS, b.attention_TS)
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_when_the_constraints_block_every_token_the_search_still_returns_hypotheses(
+    model, beam_size
+):
+    # 7 possible output tokens (unk and 6 words), none may repeat, and eos is blocked until 8
+    # are out: after seven tokens nothing is allowed. The row ends there (at DEAD_END) instead of vanishing.
+    src, src_len, _ = random_batch(B=3, S=6, seed=4)
+    opts = BeamOptions(
+        beam_size=beam_size, n_best=1, max_length=12, min_length=8, no_repeat_ngram=1
+    )
+    for hyps in beam_search(model, src, src_len, opts):
+        assert len(hyps) == 1
+        (h,) = hyps
+        assert math.isfinite(h.score) and h.score <= DEAD_END / 2
+        body = h.token_ids[:-1]
+        assert h.token_ids[-1] == EOS_ID and len(body) == len(set(body)) == TGT_V - 3
+
+
+def test_sampling_under_constraints_that_block_every_token_still_draws(model):
+    src, src_len, _ = random_batch(B=2, S=6, seed=4)
+    opts = BeamOptions(max_length=12, min_length=8, no_repeat_ngram=1)
+    drawn = sample(model, src, src_len, SamplingOptions(samples=3, seed=0), opts)
+    for hyps in drawn:
+        assert hyps and all(h.token_ids[-1] == EOS_ID for h in hyps)
+
+
+def test_adjust_leaves_a_row_with_nothing_allowed_only_a_dead_end():
+    history = torch.tensor([[3, 4, 5], [3, 4, 4]])  # unk, then words 4 and 5
+    out = adjust(torch.zeros(2, 6), history, 3, BeamOptions(min_length=5, no_repeat_ngram=1))
+    assert out[0].tolist() == [-math.inf] * 2 + [DEAD_END] + [-math.inf] * 3
+    assert out[1, 5] == 0 and out[1, EOS_ID] == -math.inf  # 5 is still allowed: no dead end
