@@ -317,10 +317,17 @@ def cmd_train(args: argparse.Namespace) -> int:
                 print(f"jumok: {stop}", file=sys.stderr)
             return stop.exit_code
     if world.is_main:
-        print(
-            f"best dev exact match {100 * result.best_exact_match:.2f}%; checkpoints in {run_dir}/"
-        )
+        print(f"{_best_line(cfg.train.early_stopping.metric, result)}; checkpoints in {run_dir}/")
     return 0
+
+
+def _best_line(metric: str, result) -> str:
+    """'best dev bleu 30.12' for the metric that chooses best.safetensors."""
+    values = [getattr(r, f"dev_{metric}") for r in result.history]
+    if metric == "exact_match" or not values:
+        return f"best dev exact match {100 * result.best_exact_match:.2f}%"
+    best = min(values) if metric == "loss" else max(values)
+    return f"best dev {metric} {best:.4f}" if metric == "loss" else f"best dev {metric} {best:.2f}"
 
 
 def _train_config(args: argparse.Namespace) -> tuple[Config, Path]:

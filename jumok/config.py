@@ -497,8 +497,9 @@ class TrainConfig(_Frozen):
     )
     bucketing: bool = Field(
         True,
-        description="Group sentences of similar source length into the same batch (less padding, "
-        "same examples per epoch). A jumok addition; the book pads every input to 29 characters.",
+        description="Group sentences of similar length into the same batch (target length "
+        "first, then source length: less padding, fewer decoder steps, same examples per epoch). "
+        "A jumok addition; the book pads every input to 29 characters.",
     )
     precision: Literal["fp32", "bf16"] = Field(
         "fp32",

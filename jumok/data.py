@@ -438,11 +438,11 @@ def batch_order(
     """Split example positions into batches; every example appears exactly once.
 
     With ``bucketing``, positions are shuffled, cut into pools of 50 batches, each pool sorted by
-    source length and cut into batches, and then the batches themselves are shuffled: batches hold
+    ``lengths_N`` and cut into batches, and then the batches themselves are shuffled: batches hold
     sentences of similar length (little padding) and still come in random order.
 
     Args:
-        lengths_N: source length of each example (the bucketing key).
+        lengths_N: the bucketing key of each example (a length).
         batch_size: sentences per batch, or target tokens per batch when ``tokens_N`` is given.
         tokens_N: target tokens of each example, to cut batches by a token budget: a batch takes
             examples while its total stays within ``batch_size`` (an example longer than the
@@ -496,5 +496,11 @@ def iterate_batches(
     """Yield the batches of one pass over ``data`` (``by_tokens``: batch_size counts target tokens)."""
     generator = generator or torch.Generator().manual_seed(0)
     tokens_N = data.tgt_len_N if by_tokens else None
-    for index_B in batch_order(data.src_len_N, batch_size, shuffle, bucketing, generator, tokens_N):
+    # Buckets by target length first: the decoder runs as many steps as the batch's longest
+    # target, while the encoder stops each sentence at its own length. On Multi30k this takes
+    # the real share of target positions from 67% (by source length) to 97% and a bf16
+    # training update from 2,725 to 3,388 target tokens/s (measured, benchmarks/README.md).
+    longest = int(data.src_len_N.max()) if len(data) else 0
+    key_N = data.tgt_len_N * (longest + 1) + data.src_len_N
+    for index_B in batch_order(key_N, batch_size, shuffle, bucketing, generator, tokens_N):
         yield make_batch(data, index_B)

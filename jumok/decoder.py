@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from jumok.attention import build_attention
 from jumok.config import ModelConfig
 from jumok.encoder import Final, RNNState, dropout_or_identity, make_rnn
+from jumok.feeding import InputFeedingLSTM, StepLinear, deferred_gradients
 from jumok.vocab import PAD_ID
 
 
@@ -113,7 +114,10 @@ class Decoder(nn.Module):
         self.embedding = nn.Embedding(vocab_size, E, padding_idx=PAD_ID)
         self.embedding_dropout = dropout_or_identity(cfg.dropout.embeddings)
         rnn_input = E + (K if self.peeky else 0) + (H if self.input_feeding else 0)
-        self.rnn = make_rnn(d.rnn, rnn_input, H, d.num_layers, cfg.dropout.layers)
+        if d.input_feeding and d.rnn == "lstm":  # stepped one token at a time: see jumok.feeding
+            self.rnn = InputFeedingLSTM(rnn_input - H, H, H, d.num_layers, cfg.dropout.layers)
+        else:
+            self.rnn = make_rnn(d.rnn, rnn_input, H, d.num_layers, cfg.dropout.layers)
         self.attention = None if cfg.attention == "none" else build_attention(cfg.attention, H, K)
         if d.init == "bridge":
             enc_parts = 2 if cfg.encoder.rnn == "lstm" else 1
@@ -199,11 +203,19 @@ class Decoder(nn.Module):
         """Input feeding: step t's input is [x_t; attentional vector of step t - 1]."""
         rnn_state, feed_BH = state.rnn, state.feed_BH
         outs, weights = [], []
+        steps = self.rnn.start(x_BTE) if isinstance(self.rnn, InputFeedingLSTM) else None
+        attentional = self.attentional
+        if deferred_gradients(attentional.weight):  # one weight gradient for all steps
+            attentional = StepLinear(attentional, x_BTE.device.type)
         for t in range(x_BTE.shape[1]):
-            x_B1F = torch.cat([x_BTE[:, t : t + 1], feed_BH.unsqueeze(1)], dim=-1)
-            h_B1H, rnn_state = self.rnn(x_B1F, rnn_state)
+            if steps is not None:
+                h_BH, rnn_state = steps.step(feed_BH, rnn_state)
+                h_B1H = h_BH.unsqueeze(1)
+            else:  # a GRU: nn.GRU one step at a time
+                x_B1F = torch.cat([x_BTE[:, t : t + 1], feed_BH.unsqueeze(1)], dim=-1)
+                h_B1H, rnn_state = self.rnn(x_B1F, rnn_state)
             summary_B1K = None if summary_BTK is None else summary_BTK[:, t : t + 1]
-            out_B1H, weights_B1S = self._attend(h_B1H, enc, summary_B1K)
+            out_B1H, weights_B1S = self._attend(h_B1H, enc, summary_B1K, attentional)
             feed_BH = out_B1H.squeeze(1)
             outs.append(out_B1H)
             weights.append(weights_B1S)
@@ -211,9 +223,12 @@ class Decoder(nn.Module):
         return logits_BTV, DecoderState(rnn_state, feed_BH), torch.cat(weights, dim=1)
 
     def _attend(
-        self, h_BTH: Tensor, enc: Encoded, summary_BTK: Tensor | None
+        self, h_BTH: Tensor, enc: Encoded, summary_BTK: Tensor | None, attentional=None
     ) -> tuple[Tensor, Tensor | None]:
-        """The vector the output layer reads for each step, and the attention weights."""
+        """The vector the output layer reads for each step, and the attention weights.
+
+        ``attentional``: what computes the attentional layer (default: the layer itself).
+        """
         features = [h_BTH]
         weights_BTS = None
         if self.attention is not None:
@@ -223,7 +238,7 @@ class Decoder(nn.Module):
             features.append(summary_BTK)
         out_BTF = torch.cat(features, dim=-1) if len(features) > 1 else h_BTH
         if self.attentional is not None:
-            out_BTF = self.attentional(out_BTF).tanh()
+            out_BTF = (attentional or self.attentional)(out_BTF).tanh()
         return self.attentional_dropout(out_BTF), weights_BTS
 
     def _attention(self, h_NTH: Tensor, enc: Encoded) -> tuple[Tensor, Tensor]:

@@ -44,8 +44,24 @@ def make_rnn(
 
 
 def dropout_or_identity(p: float) -> nn.Module:
-    """``nn.Dropout(p)``, or nothing at all for p = 0 (so the lecture's model draws no random numbers)."""
-    return nn.Dropout(p) if p > 0 else nn.Identity()
+    """:class:`Dropout` (p), or nothing at all for p = 0 (so the lecture's model draws no random
+    numbers)."""
+    return Dropout(p) if p > 0 else nn.Identity()
+
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` with its mask drawn as ``uniform >= p`` rather than by ``bernoulli_``.
+
+    The same distribution (each element kept with probability 1 - p and scaled by 1 / (1 - p)),
+    drawn about 3x faster on the CPU, where PyTorch's ``bernoulli_`` took ~4% of a Multi30k
+    training update (measured with torch.profiler).
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = torch.rand(x.shape, device=x.device) >= self.p
+        return x.masked_fill(~keep, 0) * (1 / (1 - self.p))
 
 
 class Encoder(nn.Module):

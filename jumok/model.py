@@ -109,7 +109,9 @@ def fan_in_init(model: nn.Module, embedding_std: float) -> None:
         if id(p) in embeddings:
             continue
         if p.dim() >= 2:
-            p.normal_(0.0, p.shape[1] ** -0.5)  # (out, in): fan_in is the second dimension
+            # (out, in): fan_in is the second dimension, unless the weight is one part of a
+            # larger input (jumok.feeding splits nn.LSTM's input weights and says so)
+            p.normal_(0.0, getattr(p, "fan_in", p.shape[1]) ** -0.5)
         else:
             p.zero_()
     for module in model.modules():

@@ -171,6 +171,27 @@ def test_bucketing_reduces_padding():
     assert padding(True) < 0.2 * padding(False)
 
 
+def test_batches_are_bucketed_by_target_length_then_source_length():
+    # Targets decide how many steps the decoder runs: a bucketed batch holds one target length
+    # (here only a few lengths exist) and, within it, sources sorted by length.
+    g = torch.Generator().manual_seed(0)
+    vocab = Vocab.build([list("ab")])
+    pairs = [
+        ("a" * int(s), "b" * int(t))
+        for s, t in zip(
+            torch.randint(1, 20, (640,), generator=g),
+            torch.randint(1, 4, (640,), generator=g),
+            strict=True,
+        )
+    ]
+    data = encode_pairs(pairs, vocab, vocab, False)
+    for batch in iterate_batches(data, 64, shuffle=True, bucketing=True, generator=g):
+        tgt_len_B = (batch.tgt_out_BT != PAD_ID).sum(1)
+        assert tgt_len_B.max() - tgt_len_B.min() <= 1  # a batch may straddle two lengths
+        if tgt_len_B.min() == tgt_len_B.max():
+            assert torch.equal(batch.src_len_B, batch.src_len_B.sort().values)
+
+
 def test_tokens_per_batch_count_matches_lengths():
     vocab = Vocab.build([list("ab")])
     data = encode_pairs([("ab", "a"), ("b", "ab")] * 3, vocab, vocab, False)

@@ -75,23 +75,26 @@ def test_every_lstm_gru_and_linear_becomes_int8_and_the_original_stays_float():
     assert set(floats) >= {
         "encoder.forward_rnns.0",
         "encoder.backward_rnns.0",
-        "decoder.rnn",
+        "decoder.rnn.inputs.0",  # input feeding: the LSTM's products are Linear layers
+        "decoder.rnn.feed",
+        "decoder.rnn.recurrent.0",
         "decoder.bridge",
         "decoder.attention.key_proj",
         "decoder.attentional",
         "decoder.output",
     }
     assert float_modules(q) == []  # nothing left behind
-    assert quantized_modules(q)["decoder.rnn"] == "DynamicQuantizedLSTM"
+    assert quantized_modules(q)["decoder.rnn.recurrent.0"] == "DynamicQuantizedLinear"
     assert quantized_modules(q)["encoder.forward_rnns.0"] == "DynamicQuantizedGRU"
     assert q.decoder.output.weight().dtype == torch.qint8
     assert q.decoder.output.weight().int_repr().dtype == torch.int8
-    rnn_weights = q.decoder.rnn.get_weight()
+    rnn_weights = q.encoder.forward_rnns[0].get_weight()
     assert rnn_weights and all(w.dtype == torch.qint8 for w in rnn_weights.values())
+    assert q.decoder.rnn.feed.weight().dtype == torch.qint8
     # embeddings stay float32 (a tied output layer has its own int8 copy)
     assert q.decoder.embedding.weight.dtype == torch.float32
     # the model quantized from is untouched
-    assert type(model.decoder.rnn) is nn.LSTM and type(model.decoder.output) is nn.Linear
+    assert type(model.decoder.rnn.feed) is nn.Linear and type(model.decoder.output) is nn.Linear
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
@@ -104,7 +107,7 @@ def test_int8_logits_stay_close_to_float32():
         got = q(src, src_len, tgt_in)[0].log_softmax(-1)
     assert got.shape == ref.shape and got.dtype == torch.float32
     difference = (got - ref).abs().max().item()
-    assert 0 < difference < 0.05, difference  # quantized (not identical), but close
+    assert 0 < difference < 0.08, difference  # quantized (not identical), but close
 
 
 def test_int8_needs_the_cpu_and_does_not_combine_with_bf16():

@@ -1,0 +1,213 @@
+"""The decoder LSTM of input feeding, one step at a time, with every step's input work done at once.
+
+With input feeding (Luong et al. 2015, section 3.3) step t reads ``[y_t; attentional vector of
+step t - 1]``, so the decoder cannot run all its steps in one ``nn.LSTM`` call: it is stepped in
+a loop. Calling ``nn.LSTM`` once per step repeats, at every step, work that does not depend on
+the previous step: the product of the token embeddings with their part of the input weights,
+and (in PyTorch's oneDNN LSTM kernel on the CPU) a re-layout of every weight matrix, forward and
+backward. :class:`InputFeedingLSTM` computes the same function as ``nn.LSTM`` with the weights
+split by what they read::
+
+    gates_t = W_x y_t + b  +  W_f feed_t  +  W_h h_{t-1}          (i, f, g, o: PyTorch's order)
+              \\_ all T steps in one product _/   \\_ per step, see FedSteps _/
+
+    c_t = sigmoid(f) * c_{t-1} + sigmoid(i) * tanh(g)
+    h_t = sigmoid(o) * tanh(c_t)
+
+On the Multi30k "Task B" model this makes a bf16 training update ~1.5x faster (measured:
+``benchmarks/train_speed.py``). Each product is an ``nn.Linear``, so bf16 autocast caches its
+weight casts and int8 dynamic quantization (``decode.quantize``) converts it like any other
+layer. The cell itself is computed in float32 (the cell state accumulates over the sentence).
+
+A stack of L layers works like ``nn.LSTM(num_layers=L, dropout=p)``: layer l > 0 reads the
+h of layer l - 1, with dropout between layers in training. Checkpoints written when the decoder
+was an ``nn.LSTM`` (``weight_ih_l0`` ...) load unchanged: their weights are split on load.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from jumok.encoder import Dropout
+
+LSTMState = tuple[Tensor, Tensor]  # (h_LBH, c_LBH)
+
+
+class InputFeedingLSTM(nn.Module):
+    """``nn.LSTM(input_size + feed_size, hidden_size, num_layers, dropout)``, stepped fast.
+
+    Args:
+        input_size: size of what every step reads besides the feed (embedding, peeky summary).
+        feed_size: size of the attentional vector fed back.
+        hidden_size: H.
+        num_layers: L.
+        dropout: between layers, in training (as ``nn.LSTM``'s ``dropout``).
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        feed_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        H, G = hidden_size, 4 * hidden_size
+        self.hidden_size, self.num_layers = H, num_layers
+        self.input_size, self.feed_size = input_size, feed_size
+        self.layer_dropout = Dropout(dropout) if dropout > 0 and num_layers > 1 else None
+        # inputs[0] reads y_t (and carries the bias b_ih + b_hh); inputs[l] the layer below's h.
+        self.inputs = nn.ModuleList(
+            [nn.Linear(input_size, G)] + [nn.Linear(H, G) for _ in range(num_layers - 1)]
+        )
+        self.feed = nn.Linear(feed_size, G, bias=False)
+        self.recurrent = nn.ModuleList(nn.Linear(H, G, bias=False) for _ in range(num_layers))
+        # jumok.model.fan_in_init: y_t and the feed are one input of nn.LSTM (fan-in of both)
+        for p in (self.inputs[0].weight, self.feed.weight):
+            p.fan_in = input_size + feed_size
+        self.reset_parameters()
+        self._register_load_state_dict_pre_hook(_split_lstm_weights, with_module=True)
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """nn.LSTM's defaults: every weight uniform(+-1/sqrt(H)); the bias is the sum of its two."""
+        k = 1 / math.sqrt(self.hidden_size)
+        for name, p in self.named_parameters():
+            p.uniform_(-k, k)
+            if name.endswith("bias"):
+                p.add_(torch.empty_like(p).uniform_(-k, k))
+
+    def start(self, x_BTI: Tensor) -> FedSteps:
+        """Begin a loop over the T steps of ``x_BTI`` (what every step reads besides the feed)."""
+        return FedSteps(self, x_BTI)
+
+
+class FedSteps:
+    """One pass of :class:`InputFeedingLSTM` over T steps, taken one :meth:`step` at a time."""
+
+    def __init__(self, lstm: InputFeedingLSTM, x_BTI: Tensor):
+        self.lstm = lstm
+        self.pre_BTG = lstm.inputs[0](x_BTI)  # layer 0's gates from the inputs, all steps at once
+        self.t = 0
+        linears = [lstm.feed, *lstm.recurrent, *lstm.inputs[1:]]
+        if deferred_gradients(lstm.feed.weight):
+            linears = [StepLinear(m, x_BTI.device.type) for m in linears]
+        L = lstm.num_layers
+        self.feed, self.recurrent, self.inputs = linears[0], linears[1 : 1 + L], linears[1 + L :]
+
+    def step(self, feed_BF: Tensor, state: LSTMState) -> tuple[Tensor, LSTMState]:
+        """The next step of every layer.
+
+        Args:
+            feed_BF: the attentional vector of the previous step.
+            state: (h_LBH, c_LBH) before the step.
+
+        Returns:
+            h_BH: the top layer's output; the state after the step.
+        """
+        h_LBH, c_LBH = state
+        hs, cs = [], []
+        dropout = self.lstm.layer_dropout
+        gates_BG = self.pre_BTG[:, self.t] + self.feed(feed_BF) + self.recurrent[0](h_LBH[0])
+        self.t += 1
+        for layer in range(self.lstm.num_layers):
+            if layer > 0:
+                below_BH = hs[-1] if dropout is None else dropout(hs[-1])
+                gates_BG = self.inputs[layer - 1](below_BH) + self.recurrent[layer](h_LBH[layer])
+            h_BH, c_BH = lstm_cell(gates_BG, c_LBH[layer])
+            hs.append(h_BH)
+            cs.append(c_BH)
+        return hs[-1], (torch.stack(hs), torch.stack(cs))
+
+
+def deferred_gradients(weight: Tensor) -> bool:
+    """Whether a loop applying ``weight`` at every step should use :class:`StepLinear`."""
+    return torch.is_grad_enabled() and weight.requires_grad
+
+
+def lstm_cell(gates_BG: Tensor, c_BH: Tensor) -> tuple[Tensor, Tensor]:
+    """The LSTM cell on precomputed gate pre-activations (i, f, g, o), in float32."""
+    i_BH, f_BH, g_BH, o_BH = gates_BG.float().chunk(4, dim=1)
+    c_BH = f_BH.sigmoid() * c_BH.float() + i_BH.sigmoid() * g_BH.tanh()
+    return o_BH.sigmoid() * c_BH.tanh(), c_BH
+
+
+def _split_lstm_weights(module: InputFeedingLSTM, state_dict: dict, prefix: str, *args) -> None:
+    """Load an ``nn.LSTM``'s parameters (checkpoints from before this module) into the split ones."""
+    if prefix + "weight_ih_l0" not in state_dict:
+        return
+    layer = 0
+    while prefix + f"weight_ih_l{layer}" in state_dict:
+        w_ih = state_dict.pop(prefix + f"weight_ih_l{layer}")
+        w_hh = state_dict.pop(prefix + f"weight_hh_l{layer}")
+        bias = state_dict.pop(prefix + f"bias_ih_l{layer}") + state_dict.pop(
+            prefix + f"bias_hh_l{layer}"
+        )
+        if layer == 0:
+            inputs = w_ih.shape[1] - module.feed_size
+            state_dict[prefix + "inputs.0.weight"] = w_ih[:, :inputs].contiguous()
+            state_dict[prefix + "feed.weight"] = w_ih[:, inputs:].contiguous()
+        else:
+            state_dict[prefix + f"inputs.{layer}.weight"] = w_ih
+        state_dict[prefix + f"inputs.{layer}.bias"] = bias
+        state_dict[prefix + f"recurrent.{layer}.weight"] = w_hh
+        layer += 1
+
+
+class StepLinear:
+    """One ``nn.Linear`` applied at every step of a training loop, its weight gradient computed
+    once for all steps.
+
+    Autograd would compute a (out x in) weight gradient at every step, from a product whose inner
+    dimension is only the batch, and add it to the sum so far. Here each step's backward keeps its
+    (input, output gradient) pair, and the backward of the first step, which runs last (every later
+    step depends on it), computes ``sum_t g_t^T x_t`` as one product over all steps. The gradients
+    are the same; per-step weight products and additions are gone. Under autocast the weight is
+    cast once per loop instead of once per step.
+
+    Make one per loop (per forward pass); for inference call the ``nn.Linear`` itself.
+    """
+
+    def __init__(self, linear: nn.Linear, device_type: str):
+        dtype = (
+            torch.get_autocast_dtype(device_type)
+            if torch.is_autocast_enabled(device_type)
+            else linear.weight.dtype
+        )
+        self.weight_OI = linear.weight.to(dtype)
+        self.bias_O = None if linear.bias is None else linear.bias.to(dtype)
+        self.steps: list[tuple[Tensor, Tensor]] = []  # (x, g) of every step whose backward ran
+        self.calls = 0
+
+    def __call__(self, x_BI: Tensor) -> Tensor:  # (B, ..., I) like nn.Linear
+        first = self.calls == 0
+        self.calls += 1
+        x_BI = x_BI.to(self.weight_OI.dtype)
+        return _DeferredLinear.apply(x_BI, self.weight_OI, self.bias_O, self, first)
+
+
+class _DeferredLinear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x_BI, weight_OI, bias_O, owner, first):
+        ctx.save_for_backward(x_BI, weight_OI)
+        ctx.owner, ctx.first, ctx.has_bias = owner, first, bias_O is not None
+        return torch.nn.functional.linear(x_BI, weight_OI, bias_O)
+
+    @staticmethod
+    def backward(ctx, g_BO):
+        x_BI, weight_OI = ctx.saved_tensors
+        owner = ctx.owner
+        owner.steps.append((x_BI, g_BO))
+        grad_w = grad_b = None
+        if ctx.first:  # the last backward of the loop: every step's pair is in
+            xs_NI = torch.cat([x.reshape(-1, x.shape[-1]) for x, _ in owner.steps])
+            gs_NO = torch.cat([g.reshape(-1, g.shape[-1]) for _, g in owner.steps])
+            owner.steps.clear()
+            grad_w = gs_NO.t() @ xs_NI
+            grad_b = gs_NO.sum(0) if ctx.has_bias else None
+        grad_x = g_BO @ weight_OI if ctx.needs_input_grad[0] else None
+        return grad_x, grad_w, grad_b, None, None

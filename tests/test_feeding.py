@@ -1,0 +1,120 @@
+"""The input-feeding LSTM (jumok.feeding) computes what nn.LSTM computes, forward and backward."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from jumok.encoder import Dropout
+from jumok.feeding import InputFeedingLSTM, StepLinear
+
+B, T, IN, H = 3, 5, 6, 4  # IN: what a step reads besides the feed (of size H)
+
+
+def pair(layers: int) -> tuple[nn.LSTM, nn.Linear, InputFeedingLSTM, nn.Linear]:
+    """An nn.LSTM and an attentional layer, and the same weights in jumok's split form."""
+    torch.manual_seed(layers)
+    ref, att = nn.LSTM(IN + H, H, num_layers=layers, batch_first=True), nn.Linear(H, H)
+    fast, fast_att = InputFeedingLSTM(IN, H, H, layers), nn.Linear(H, H)
+    fast.load_state_dict(ref.state_dict())  # nn.LSTM's names: split on load
+    fast_att.load_state_dict(att.state_dict())
+    return ref, att, fast, fast_att
+
+
+def unroll_reference(ref, att, x_BTI, state):
+    feed_BH, outs = torch.zeros(B, H), []
+    for t in range(T):
+        h_B1H, state = ref(torch.cat([x_BTI[:, t : t + 1], feed_BH[:, None]], -1), state)
+        feed_BH = att(h_B1H[:, 0]).tanh()
+        outs.append(feed_BH)
+    return torch.stack(outs, 1), state
+
+
+def unroll_fast(fast, att, x_BTI, state, step_linear: bool):
+    steps, feed_BH, outs = fast.start(x_BTI), torch.zeros(B, H), []
+    attentional = StepLinear(att, "cpu") if step_linear else att
+    for _ in range(T):
+        h_BH, state = steps.step(feed_BH, state)
+        feed_BH = attentional(h_BH).tanh()
+        outs.append(feed_BH)
+    return torch.stack(outs, 1), state
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_the_same_outputs_and_gradients_as_nn_lstm(layers):
+    ref, att, fast, fast_att = pair(layers)
+    x_BTI = torch.randn(B, T, IN)
+    state = (torch.randn(layers, B, H), torch.randn(layers, B, H))
+    losses = []
+    for unroll, modules in (
+        (unroll_reference, (ref, att)),
+        (lambda f, a, x, s: unroll_fast(f, a, x, s, step_linear=True), (fast, fast_att)),
+    ):
+        out_BTH, (h_LBH, c_LBH) = unroll(*modules, x_BTI, state)
+        loss = out_BTH.pow(2).sum() + c_LBH.sum() + h_LBH.sum()
+        loss.backward()
+        losses.append((out_BTH.detach(), c_LBH.detach()))
+    torch.testing.assert_close(losses[0], losses[1])
+    for layer in range(layers):
+        w_ih = getattr(ref, f"weight_ih_l{layer}").grad
+        fed = fast.inputs[layer].weight.grad
+        if layer == 0:
+            torch.testing.assert_close(w_ih[:, :IN], fed)
+            torch.testing.assert_close(w_ih[:, IN:], fast.feed.weight.grad)
+        else:
+            torch.testing.assert_close(w_ih, fed)
+        torch.testing.assert_close(
+            getattr(ref, f"weight_hh_l{layer}").grad, fast.recurrent[layer].weight.grad
+        )
+        for bias in ("bias_ih", "bias_hh"):  # one bias here gets the gradient of both
+            torch.testing.assert_close(
+                getattr(ref, f"{bias}_l{layer}").grad, fast.inputs[layer].bias.grad
+            )
+    torch.testing.assert_close(att.weight.grad, fast_att.weight.grad)
+    torch.testing.assert_close(att.bias.grad, fast_att.bias.grad)
+
+
+def test_step_linear_gives_the_gradient_of_a_linear_applied_at_every_step():
+    torch.manual_seed(0)
+    lin = nn.Linear(H, H)
+    x_BH = torch.randn(B, H)
+    grads = []
+    for deferred in (False, True):
+        lin.zero_grad()
+        apply = StepLinear(lin, "cpu") if deferred else lin
+        h_BH = x_BH
+        for _ in range(T):
+            h_BH = apply(h_BH).tanh()
+        h_BH.sum().backward()
+        grads.append((lin.weight.grad.clone(), lin.bias.grad.clone()))
+    torch.testing.assert_close(grads[0], grads[1])
+    assert grads[1][0].abs().sum() > 0
+
+
+def test_under_bf16_autocast_the_step_computes_in_bf16_and_keeps_the_cell_in_float32():
+    _, _, fast, _ = pair(1)
+    x_BTI = torch.randn(B, T, IN)
+    state = (torch.zeros(1, B, H), torch.zeros(1, B, H))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        steps = fast.start(x_BTI)
+        assert steps.pre_BTG.dtype == torch.bfloat16
+        h_BH, (_, c_LBH) = steps.step(torch.zeros(B, H), state)
+    assert c_LBH.dtype == torch.float32 and h_BH.dtype == torch.float32
+    with torch.no_grad():
+        exact, _ = fast.start(x_BTI).step(torch.zeros(B, H), state)
+    assert (h_BH - exact).abs().max() < 0.02
+
+
+def test_dropout_keeps_each_element_with_probability_1_minus_p_and_rescales():
+    torch.manual_seed(0)
+    drop = Dropout(0.3)
+    y = drop(torch.ones(200_000))
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.7) < 0.005
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.7))
+    x = torch.randn(10, requires_grad=True)
+    out = drop(x)
+    out.sum().backward()
+    torch.testing.assert_close(x.grad, (out != 0).float() / 0.7)
+    assert torch.equal(drop.eval()(x), x)
