@@ -418,6 +418,11 @@ class EarlyStoppingConfig(_Frozen):
         description="Stop after this many validations without improvement; null = never stop "
         "early.",
     )
+    target: float | None = Field(
+        None,
+        description="Stop as soon as a validation reaches this value of the metric (at least it; "
+        "at most it for loss), e.g. 0.999 exact match; null = no target. A jumok addition.",
+    )
 
 
 class TrainConfig(_Frozen):

@@ -107,7 +107,7 @@ class EarlyStopping:
     """
 
     def __init__(self, cfg: EarlyStoppingConfig):
-        self.metric, self.patience = cfg.metric, cfg.patience
+        self.metric, self.patience, self.target = cfg.metric, cfg.patience, cfg.target
         self.mode = "min" if cfg.metric == "loss" else "max"
         self.best: float | None = None
         self.bad_validations = 0
@@ -128,6 +128,13 @@ class EarlyStopping:
     @property
     def should_stop(self) -> bool:
         return self.patience is not None and self.bad_validations >= self.patience
+
+    @property
+    def reached_target(self) -> bool:
+        """The best value so far is at (or beyond) ``early_stopping.target``."""
+        if self.target is None or self.best is None:
+            return False
+        return self.best <= self.target if self.mode == "min" else self.best >= self.target
 
     def state_dict(self) -> dict:
         return {"best": self.best, "bad_validations": self.bad_validations}

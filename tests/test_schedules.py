@@ -86,3 +86,21 @@ def test_without_patience_never_stops_and_state_round_trips():
     again = EarlyStopping(EarlyStoppingConfig(metric="chrf", patience=2))
     again.load_state_dict(stopper.state_dict())
     assert again.should_stop  # 3 bad validations already
+
+
+@pytest.mark.parametrize(
+    ("metric", "target", "values", "reached_at"),
+    [
+        ("exact_match", 0.999, [0.5, 0.998, 0.999, 1.0], 3),  # at least the target
+        ("loss", 0.1, [0.5, 0.2, 0.15, 0.1], 4),  # at most, for loss
+        ("bleu", 30.0, [10.0, 20.0], None),  # never reached
+    ],
+)
+def test_a_target_stops_at_the_first_validation_that_reaches_it(metric, target, values, reached_at):
+    stopper = EarlyStopping(EarlyStoppingConfig(metric=metric, target=target))
+    reached = None
+    for i, value in enumerate(values, start=1):
+        stopper.update(value)
+        if stopper.reached_target and reached is None:
+            reached = i
+    assert reached == reached_at and not stopper.should_stop

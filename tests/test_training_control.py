@@ -111,6 +111,19 @@ def test_early_stopping_and_keep_best(tmp_path):
     assert kept[0]["value"] == best
 
 
+def test_training_ends_at_the_first_validation_that_reaches_the_target(tmp_path):
+    log: list[str] = []
+    cfg = small_config(
+        "train.epochs=5",
+        "train.valid_every=3",
+        "train.early_stopping.metric=loss",
+        "train.early_stopping.target=100",  # any dev loss is below it: the first validation
+    )
+    result = train(cfg, tmp_path / "run", log=log.append, progress=False)
+    assert result.stopped_early and [r.step for r in result.history] == [3]
+    assert any("reached train.early_stopping.target 100" in line for line in log), log
+
+
 def test_streaming_reads_every_pair_once_per_epoch_and_trains(tmp_path):
     from jumok.config import validate
     from jumok.data import streamed_batches
