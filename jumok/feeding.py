@@ -81,6 +81,23 @@ class InputFeedingLSTM(nn.Module):
             if name.endswith("bias"):
                 p.add_(torch.empty_like(p).uniform_(-k, k))
 
+    def fused_layer0(self, x: Tensor) -> tuple[Tensor, Tensor] | None:
+        """``[W_x | W_f | W_h]`` (4H, I + F + H) and the bias of layer 0 in the dtype the step
+        computes in, cached until a weight changes (None when the layers are not plain
+        ``nn.Linear``, e.g. after int8 quantization)."""
+        parts = (self.inputs[0], self.feed, self.recurrent[0])
+        if any(type(m) is not nn.Linear for m in parts):
+            return None
+        weights = [m.weight for m in parts] + [self.inputs[0].bias]
+        device = x.device.type
+        autocast = torch.is_autocast_enabled(device)
+        dtype = torch.get_autocast_dtype(device) if autocast else weights[0].dtype
+        key = (dtype, *((w.data_ptr(), w._version) for w in weights))
+        if getattr(self, "_fused_key", None) != key:  # a cache, not state: rebuilt at will
+            self._fused = (torch.cat(weights[:3], dim=1).to(dtype), weights[3].to(dtype))
+            self._fused_key = key
+        return self._fused
+
     def start(self, x_BTI: Tensor) -> FedSteps:
         """Begin a loop over the T steps of ``x_BTI`` (what every step reads besides the feed)."""
         return FedSteps(self, x_BTI)
@@ -91,8 +108,12 @@ class FedSteps:
 
     def __init__(self, lstm: InputFeedingLSTM, x_BTI: Tensor):
         self.lstm = lstm
-        self.pre_BTG = lstm.inputs[0](x_BTI)  # layer 0's gates from the inputs, all steps at once
         self.t = 0
+        # Decoding (one step per call, no gradient): layer 0's three products in one, with the
+        # weights concatenated once. Training: the inputs' part of every step in one product.
+        self.fused = None if torch.is_grad_enabled() else lstm.fused_layer0(x_BTI)
+        self.x_BTI = x_BTI
+        self.pre_BTG = None if self.fused is not None else lstm.inputs[0](x_BTI)
         linears = [lstm.feed, *lstm.recurrent, *lstm.inputs[1:]]
         if deferred_gradients(lstm.feed.weight):
             linears = [StepLinear(m, x_BTI.device.type) for m in linears]
@@ -112,7 +133,12 @@ class FedSteps:
         h_LBH, c_LBH = state
         hs, cs = [], []
         dropout = self.lstm.layer_dropout
-        gates_BG = self.pre_BTG[:, self.t] + self.feed(feed_BF) + self.recurrent[0](h_LBH[0])
+        if self.fused is not None:
+            weight_GK, bias_G = self.fused
+            both_BK = torch.cat([self.x_BTI[:, self.t], feed_BF, h_LBH[0]], dim=1)
+            gates_BG = torch.nn.functional.linear(both_BK.to(weight_GK.dtype), weight_GK, bias_G)
+        else:
+            gates_BG = self.pre_BTG[:, self.t] + self.feed(feed_BF) + self.recurrent[0](h_LBH[0])
         self.t += 1
         for layer in range(self.lstm.num_layers):
             if layer > 0:

@@ -118,3 +118,24 @@ def test_dropout_keeps_each_element_with_probability_1_minus_p_and_rescales():
     out.sum().backward()
     torch.testing.assert_close(x.grad, (out != 0).float() / 0.7)
     assert torch.equal(drop.eval()(x), x)
+
+
+def test_decoding_steps_use_one_fused_product_and_give_the_same_states():
+    _, _, fast, _ = pair(2)
+    x_BTI = torch.randn(B, T, IN)
+    state = (torch.randn(2, B, H), torch.randn(2, B, H))
+    feed_BH = torch.randn(B, H)
+    with torch.no_grad():
+        fused = fast.start(x_BTI)
+        assert fused.fused is not None  # one (4H, IN + 2H) matrix for layer 0
+        assert fused.fused[0].shape == (4 * H, IN + 2 * H)
+        got = fused.step(feed_BH, state)
+    plain = fast.start(x_BTI)  # with gradients: the split products
+    assert plain.fused is None
+    want = plain.step(feed_BH, state)
+    torch.testing.assert_close(got[0], want[0].detach())
+    torch.testing.assert_close(got[1][1], want[1][1].detach())
+    with torch.no_grad():  # a changed weight is seen (the cache follows the weights)
+        fast.feed.weight.add_(1.0)
+        changed = fast.start(x_BTI).step(feed_BH, state)
+    assert not torch.allclose(changed[0], got[0])
