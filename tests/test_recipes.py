@@ -50,3 +50,24 @@ def test_chatbot_helper_models_share_the_chatbots_held_out_pairs():
     swapped_dev = {(a, q) for q, a in reverse.dev}
     assert swapped_dev == set(chatbot.dev)
     assert not swapped_dev & {(a, q) for q, a in reverse.train}
+
+
+def test_date_fast_is_the_lecture_model_and_stops_at_its_target(tmp_path):
+    # The same architecture as examples/date.yaml; only the training differs. A short run (a
+    # smaller data set, a reachable target) shows the target ends it.
+    from jumok.train import train
+
+    fast, lecture = (load_config(ROOT / "examples" / n) for n in ("date-fast.yaml", "date.yaml"))
+    assert fast.model == lecture.model
+    assert fast.train.early_stopping.target == 0.999 and fast.train.precision == "bf16"
+    small = [
+        "data.generate.size=800",
+        "data.generate.dev_size=50",
+        "data.generate.test_size=50",
+        "train.valid_every=5",
+        "train.early_stopping.metric=loss",
+        "train.early_stopping.target=100",
+    ]
+    cfg = load_config(ROOT / "examples/date-fast.yaml", small)
+    result = train(cfg, tmp_path / "run", log=lambda _: None, progress=False)
+    assert result.stopped_early and [r.step for r in result.history] == [5]
