@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 # would pull several GB of CUDA packages). pyproject.toml keeps a range for users elsewhere.
 PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt
 
-.PHONY: demo test lint format docs clean bench
+.PHONY: demo test lint format docs clean bench bench-peers
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,13 @@ docs: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/date_core.py --steps 40
+
+# Optional, never part of `make test` or CI: installs JoeyNMT 2.3.0 and OpenNMT-py 3.5.1 into
+# .venvs/ (first time only) and trains them beside jumok on ../shared/data (benchmarks/README.md).
+# Options go through BENCH_PEERS_ARGS, e.g. make bench-peers BENCH_PEERS_ARGS="--task multi30k".
+BENCH_PEERS_ARGS ?= --task all
+bench-peers: $(VENV)/.installed
+	$(BIN)/python benchmarks/peers/run.py $(BENCH_PEERS_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
