@@ -38,8 +38,15 @@ format: $(VENV)/.installed-test
 docs: $(VENV)/.installed
 	$(BIN)/python -m jumok.docgen
 
+# Training throughput of the date model, then (when ../shared/data/multi30k exists) of the Task B
+# model; add BENCH_RUN=RUN_DIR to time decoding test2016 with a trained Task B model too.
+# Each script prints a baseline from the same run beside its figures (docs/benchmarks.md).
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/date_core.py --steps 40
+	@if [ -f ../shared/data/multi30k/train.en ]; then \
+		$(BIN)/python benchmarks/train_speed.py --steps 40 --rounds 1; \
+	else echo "bench: ../shared/data/multi30k is missing; skipping the Task B benchmarks"; fi
+	@if [ -n "$(BENCH_RUN)" ]; then $(BIN)/python benchmarks/decode_speed.py $(BENCH_RUN); fi
 
 # Optional, never part of `make test` or CI: installs JoeyNMT 2.3.0 and OpenNMT-py 3.5.1 into
 # .venvs/ (first time only) and trains them beside jumok on ../shared/data (benchmarks/README.md).
