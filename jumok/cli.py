@@ -326,8 +326,8 @@ def _best_line(metric: str, result) -> str:
     values = [getattr(r, f"dev_{metric}") for r in result.history]
     if metric == "exact_match" or not values:
         return f"best dev exact match {100 * result.best_exact_match:.2f}%"
-    best = min(values) if metric == "loss" else max(values)
-    return f"best dev {metric} {best:.4f}" if metric == "loss" else f"best dev {metric} {best:.2f}"
+    best, digits = (min(values), 4) if metric == "loss" else (max(values), 2)
+    return f"best dev {metric} {best:.{digits}f}"
 
 
 def _train_config(args: argparse.Namespace) -> tuple[Config, Path]:

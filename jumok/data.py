@@ -499,7 +499,8 @@ def iterate_batches(
     # Buckets by target length first: the decoder runs as many steps as the batch's longest
     # target, while the encoder stops each sentence at its own length. On Multi30k this takes
     # the real share of target positions from 67% (by source length) to 97% and a bf16
-    # training update from 2,725 to 3,388 target tokens/s (measured, benchmarks/README.md).
+    # training update from 2,725 to 3,388 target tokens/s (measured on the same 20 real batches
+    # before and after, torch 2.13 CPU, 2 threads).
     longest = int(data.src_len_N.max()) if len(data) else 0
     key_N = data.tgt_len_N * (longest + 1) + data.src_len_N
     for index_B in batch_order(key_N, batch_size, shuffle, bucketing, generator, tokens_N):
