@@ -9,9 +9,11 @@ functions, each tested alone:
 4. :func:`finish`: continuations that end with eos become finished hypotheses (scored with the
    length and coverage penalties); the best K others stay alive.
 
-A sentence stops when no live hypothesis can still beat its ``n_best``-th finished one (an
-exact bound, not a heuristic), and stopped sentences leave the batch, so the remaining work
-shrinks. Encoder states and attention keys are computed once and only re-indexed.
+When a sentence stops is :attr:`BeamOptions.stopping`: by default when its best live
+hypothesis, scored as if it ended at the next step, falls below its ``n_best``-th finished one;
+optionally when no live hypothesis can beat that one at any length (an exact bound), or by
+OpenNMT-py's rule (:func:`_cannot_improve`). Stopped sentences leave the
+batch, so the remaining work shrinks. Encoder states and attention keys are computed once and only re-indexed.
 
 Row layout: N = (live sentences) x K rows, sentence-major: row ``b * K + k`` is beam k of the
 b-th live sentence.
@@ -35,6 +37,7 @@ from jumok.vocab import BOS_ID, EOS_ID, PAD_ID
 DEAD_END = -1e9
 
 LengthPenalty = Literal["none", "gnmt", "average"]
+Stopping = Literal["exact", "current", "first"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,13 @@ class BeamOptions:
         min_length_ratio: eos is not allowed before ceil(ratio x source length) tokens.
         max_length_ratio: eos is forced at ceil(ratio x source length) tokens (when below
             max_length).
+        stopping: when a sentence stops searching (it needs ``n_best`` finished hypotheses
+            first). 'exact': when no live hypothesis can end above the n_best-th finished one,
+            whatever its future length (the search's result is then the same as searching to
+            max_length). 'current': when the best live hypothesis, normalised as if it ended at
+            the next step, is below the n_best-th finished one (Hugging Face's default rule; a live one
+            could still climb above it by growing, with GNMT's penalty). 'first': as soon as
+            the best continuation of a step is an end (OpenNMT-py's and JoeyNMT's rule).
         shared_encoder: the K hypotheses of a sentence read one copy of its encoder states
             (one batched product per sentence) instead of one copy each. Faster; the attention
             scores then differ from the per-hypothesis ones in the last bits of float32, which
@@ -73,6 +83,7 @@ class BeamOptions:
     repetition_penalty: float = 1.0
     min_length_ratio: float = 0.0
     max_length_ratio: float | None = None
+    stopping: Stopping = "current"
     shared_encoder: bool = False
 
     def __post_init__(self) -> None:
@@ -302,6 +313,7 @@ def finish(
     for b, sentence_id in enumerate(active):
         sentence = sentences[sentence_id]
         kept = 0
+        best_ends = token_l[b][0] == EOS_ID and scores_l[b][0] != -math.inf
         candidates = zip(scores_l[b], beam_l[b], token_l[b], logp_l[b], strict=True)
         for score, beam, token, logp in candidates:
             if score == -math.inf:
@@ -326,25 +338,36 @@ def finish(
             logps.append(-math.inf)
         sentence.finished.sort(key=lambda h: -h.normalized_score)
         best_alive = max(scores[-K:])
-        sentence.done = _cannot_improve(sentence, best_alive, opts)
+        sentence.done = _cannot_improve(sentence, best_alive, step + 1, best_ends, opts)
     return rows, tokens, scores, logps
 
 
-def _cannot_improve(sentence: _Sentence, best_alive: float, opts: BeamOptions) -> bool:
-    """True when no live hypothesis can end above the n_best-th finished one.
+def _cannot_improve(
+    sentence: _Sentence, best_alive: float, length: int, best_ends: bool, opts: BeamOptions
+) -> bool:
+    """Whether a sentence stops, by the rule ``opts.stopping`` names.
 
-    Log-probabilities only fall as a hypothesis grows; the length divisor grows at most to its
-    value at max_length. So raw / divisor(max_length) bounds any future normalised score (and
-    the coverage penalty, always <= 0, can only lower it).
+    Args:
+        best_alive: the raw score of its best live hypothesis (-inf when none is left).
+        length: the tokens each live hypothesis has emitted.
+        best_ends: whether this step's best continuation was an end (eos).
+
+    'exact' is a bound: log-probabilities only fall as a hypothesis grows, and the length
+    divisor grows at most to its value at max_length, so raw / divisor(max_length) bounds any
+    future normalised score (the coverage penalty, always <= 0, can only lower it).
     """
     if len(sentence.finished) < opts.n_best:
         return best_alive == -math.inf
     if best_alive == -math.inf:
         return True
+    if opts.stopping == "first":
+        return best_ends
     worst_kept = sentence.finished[opts.n_best - 1].normalized_score
-    divisor = max(
-        length_normalizer(n, opts.length_penalty, opts.alpha) for n in (1, opts.max_length)
-    )
+    if opts.stopping == "current":
+        lengths: tuple[int, ...] = (length + 1,)
+    else:
+        lengths = (1, opts.max_length)
+    divisor = max(length_normalizer(n, opts.length_penalty, opts.alpha) for n in lengths)
     bound = best_alive / divisor if best_alive < 0 else best_alive
     return bound < worst_kept
 

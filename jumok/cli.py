@@ -392,6 +392,7 @@ DECODE_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--length-penalty", "length_penalty", str, "none | gnmt | average"),
     ("--alpha", "alpha", float, "exponent of the gnmt length penalty"),
     ("--coverage-penalty", "coverage_penalty", float, "beta of GNMT's coverage penalty"),
+    ("--stopping", "stopping", str, "when beam search stops: exact | current | first"),
     ("--min-length", "min_length", int, "no eos before this many output tokens"),
     ("--min-length-ratio", "min_length_ratio", float, "no eos before ratio x source tokens"),
     ("--max-length-ratio", "max_length_ratio", float, "eos forced at ratio x source tokens"),
@@ -430,10 +431,17 @@ def _decoding_arguments(p: argparse.ArgumentParser) -> None:
     _mmi_arguments(p)
 
 
+# The decoding flags whose values are names (the config's Literal types; a test keeps them equal).
+CHOICES = {
+    "length_penalty": ["none", "gnmt", "average"],
+    "stopping": ["exact", "current", "first"],
+}
+
+
 def _decode_arguments(p: argparse.ArgumentParser) -> None:
     """One flag per ``decode.*`` option; unset flags keep the run's config (docs/config.md)."""
     for flag, name, kind, text in DECODE_FLAGS:
-        choices = ["none", "gnmt", "average"] if name == "length_penalty" else None
+        choices = CHOICES.get(name)
         p.add_argument(flag, dest=name, type=kind, choices=choices, help=f"{text} (decode.{name})")
     p.add_argument(
         "--sample",

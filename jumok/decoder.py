@@ -44,6 +44,21 @@ def _select(state: RNNState, index_B: Tensor) -> RNNState:
     return state.index_select(1, index_B)
 
 
+def _put(state: RNNState, rows_N: Tensor, other: RNNState) -> None:
+    pairs = zip(state, other, strict=True) if isinstance(state, tuple) else [(state, other)]
+    for mine, theirs in pairs:
+        mine.index_copy_(1, rows_N, theirs.to(mine.dtype))
+
+
+def _pad_source(x_BS: Tensor, S: int, value=0) -> Tensor:
+    """``x`` (B, S', ...) right-padded along dim 1 to S positions."""
+    extra = S - x_BS.shape[1]
+    if extra <= 0:
+        return x_BS
+    shape = (x_BS.shape[0], extra, *x_BS.shape[2:])
+    return torch.cat([x_BS, x_BS.new_full(shape, value)], dim=1)
+
+
 @dataclass(frozen=True)
 class DecoderState:
     """Everything the decoder carries from one step to the next.
@@ -60,6 +75,22 @@ class DecoderState:
         """The rows of ``index_B`` (used when hypotheses leave or repeat in a batch)."""
         feed = None if self.feed_BH is None else self.feed_BH.index_select(0, index_B)
         return DecoderState(_select(self.rnn, index_B), feed)
+
+    def cat(self, other: DecoderState) -> DecoderState:
+        """The rows of ``self`` followed by those of ``other``."""
+        if isinstance(self.rnn, tuple):
+            rnn = tuple(torch.cat([a, b], 1) for a, b in zip(self.rnn, other.rnn, strict=True))
+        else:
+            rnn = torch.cat([self.rnn, other.rnn], 1)
+        feed = None if self.feed_BH is None else torch.cat([self.feed_BH, other.feed_BH])
+        return DecoderState(rnn, feed)
+
+    def put(self, rows_N: Tensor, other: DecoderState) -> None:
+        """Overwrite rows ``rows_N`` in place with the rows of ``other`` (new sentences taking
+        the places of finished ones, :func:`jumok.search.greedy_stream`)."""
+        _put(self.rnn, rows_N, other.rnn)
+        if self.feed_BH is not None:
+            self.feed_BH.index_copy_(0, rows_N, other.feed_BH.to(self.feed_BH.dtype))
 
 
 @dataclass(frozen=True)
@@ -95,6 +126,43 @@ class Encoded:
             None if self.keys_BSH is None else self.keys_BSH.index_select(0, index_B),
             self.summary_BH.index_select(0, index_B),
         )
+
+    @property
+    def source_length(self) -> int:
+        return self.hs_BSH.shape[1]
+
+    def padded(self, S: int) -> Encoded:
+        """The same rows with S source positions (padding added, masked out)."""
+        if S <= self.source_length:
+            return self
+        keys = None if self.keys_BSH is None else _pad_source(self.keys_BSH, S)
+        return Encoded(
+            _pad_source(self.hs_BSH, S),
+            _pad_source(self.mask_BS, S, False),
+            self.state,
+            keys,
+            self.summary_BH,
+        )
+
+    def cat(self, other: Encoded) -> Encoded:
+        """The rows of ``self`` followed by those of ``other`` (same source length)."""
+        keys = None if self.keys_BSH is None else torch.cat([self.keys_BSH, other.keys_BSH])
+        return Encoded(
+            torch.cat([self.hs_BSH, other.hs_BSH]),
+            torch.cat([self.mask_BS, other.mask_BS]),
+            self.state.cat(other.state),
+            keys,
+            torch.cat([self.summary_BH, other.summary_BH]),
+        )
+
+    def put(self, rows_N: Tensor, other: Encoded) -> None:
+        """Overwrite rows ``rows_N`` in place with the rows of ``other`` (same source length;
+        the start state is not kept up to date)."""
+        self.hs_BSH.index_copy_(0, rows_N, other.hs_BSH.to(self.hs_BSH.dtype))
+        self.mask_BS.index_copy_(0, rows_N, other.mask_BS)
+        if self.keys_BSH is not None:
+            self.keys_BSH.index_copy_(0, rows_N, other.keys_BSH.to(self.keys_BSH.dtype))
+        self.summary_BH.index_copy_(0, rows_N, other.summary_BH.to(self.summary_BH.dtype))
 
 
 class Decoder(nn.Module):
@@ -192,18 +260,31 @@ class Decoder(nn.Module):
             summary_BTK = summary_BK.unsqueeze(1).expand(-1, emb_BTE.shape[1], -1)
             emb_BTE = torch.cat([emb_BTE, summary_BTK], dim=-1)
         if self.input_feeding:
-            return self._step_by_step(emb_BTE, state, enc, summary_BTK)
+            gates_BTG = None
+            if isinstance(self.rnn, InputFeedingLSTM) and not (
+                self.peeky or torch.is_grad_enabled() or self.training
+            ):
+                gates_BTG = self.rnn.token_gates(self.embedding, tgt_in_BT)
+            return self._step_by_step(emb_BTE, state, enc, summary_BTK, gates_BTG)
         h_BTH, rnn_state = self.rnn(emb_BTE, state.rnn)
         out_BTF, weights_BTS = self._attend(h_BTH, enc, summary_BTK)
         return self.output(out_BTF), DecoderState(rnn_state), weights_BTS
 
     def _step_by_step(
-        self, x_BTE: Tensor, state: DecoderState, enc: Encoded, summary_BTK: Tensor | None
+        self,
+        x_BTE: Tensor,
+        state: DecoderState,
+        enc: Encoded,
+        summary_BTK: Tensor | None,
+        gates_BTG: Tensor | None = None,
     ) -> tuple[Tensor, DecoderState, Tensor | None]:
-        """Input feeding: step t's input is [x_t; attentional vector of step t - 1]."""
+        """Input feeding: step t's input is [x_t; attentional vector of step t - 1]
+        (``gates_BTG``: layer 0's part of the gates from x, when looked up per token)."""
         rnn_state, feed_BH = state.rnn, state.feed_BH
         outs, weights = [], []
-        steps = self.rnn.start(x_BTE) if isinstance(self.rnn, InputFeedingLSTM) else None
+        steps = None
+        if isinstance(self.rnn, InputFeedingLSTM):
+            steps = self.rnn.start(x_BTE, gates_BTG)
         attentional = self.attentional
         if deferred_gradients(attentional.weight):  # one weight gradient for all steps
             attentional = StepLinear(attentional, x_BTE.device.type)

@@ -33,6 +33,13 @@ class EnsembleState:
     def select(self, rows_N: Tensor) -> EnsembleState:
         return EnsembleState([state.select(rows_N) for state in self.members])
 
+    def cat(self, other: EnsembleState) -> EnsembleState:
+        return EnsembleState([a.cat(b) for a, b in zip(self.members, other.members, strict=True)])
+
+    def put(self, rows_N: Tensor, other: EnsembleState) -> None:
+        for mine, theirs in zip(self.members, other.members, strict=True):
+            mine.put(rows_N, theirs)
+
 
 @dataclass
 class EnsembleEncoded:
@@ -46,6 +53,21 @@ class EnsembleEncoded:
 
     def select(self, rows_N: Tensor) -> EnsembleEncoded:
         return EnsembleEncoded([enc.select(rows_N) for enc in self.members])
+
+    @property
+    def source_length(self) -> int:
+        return max(enc.source_length for enc in self.members)
+
+    def padded(self, S: int) -> EnsembleEncoded:
+        return EnsembleEncoded([enc.padded(S) for enc in self.members])
+
+    def cat(self, other: EnsembleEncoded) -> EnsembleEncoded:
+        pairs = zip(self.members, other.members, strict=True)
+        return EnsembleEncoded([a.cat(b) for a, b in pairs])
+
+    def put(self, rows_N: Tensor, other: EnsembleEncoded) -> None:
+        for mine, theirs in zip(self.members, other.members, strict=True):
+            mine.put(rows_N, theirs)
 
 
 class Ensemble(nn.Module):

@@ -27,7 +27,7 @@ from jumok.data import encode_pairs, encoder_order, iterate_batches, pad
 from jumok.diagnostics import AttentionDiagnostics, diagnose
 from jumok.errors import ConfigError, DataError, RunDirError
 from jumok.model import Seq2Seq, build_model
-from jumok.search import Hypothesis, run_search
+from jumok.search import Hypothesis, run_search, search_batches
 from jumok.tokenizers import CharTokenizer, Tokenizer, tokenizers_from_files
 from jumok.vocab import EOS, PAD_ID, UNK, UNK_ID, Vocab
 
@@ -263,13 +263,20 @@ class Translator:
         found_by_input: dict[int, tuple[list[str], list[Candidate]]] = {}
         fill = self.config.data.fill_source_to
         model = self._decoding_model(opts.precision, opts.quantize)
-        for start in range(0, len(order), opts.batch_size):
-            chunk = order[start : start + opts.batch_size]
+        chunks = [
+            order[start : start + opts.batch_size]
+            for start in range(0, len(order), opts.batch_size)
+        ]
+        batches, all_rows = [], []
+        for chunk in chunks:
             rows = [encoder_order(encoded[i].ids, reverse, fill) for i in chunk]
             src_BS = pad(rows).to(self.device)
             src_len_B = torch.tensor([len(r) for r in rows], device=self.device)
-            with self._autocast(opts.precision):
-                found = run_search(model, src_BS, src_len_B, opts)
+            batches.append((src_BS, src_len_B))
+            all_rows.append(rows)
+        with self._autocast(opts.precision):
+            found_batches = search_batches(model, batches, opts)
+        for chunk, rows, found in zip(chunks, all_rows, found_batches, strict=True):
             for i, row, hyps in zip(chunk, rows, found, strict=True):
                 # data.fill_source_to's filler is read and attended to: it has columns too
                 shown = src_tokens[i] + [EOS] * (len(row) - len(src_tokens[i]))
