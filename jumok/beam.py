@@ -121,6 +121,7 @@ class _Sentence:
     finished: list[Hypothesis] = field(default_factory=list)
     done: bool = False
     paths: dict[int, list[int]] = field(default_factory=dict)  # id(hypothesis) -> its rows
+    start: int = 0  # the step at which its search began (sentences join a stream late)
 
     def add(self, found: tuple[Hypothesis, list[int]]) -> None:
         """Keep a finished hypothesis and the rows it went through (for its attention)."""
@@ -134,7 +135,7 @@ def expand(
 ) -> tuple[Tensor, object, Tensor | None]:
     """One decoder step for every row: (log-probabilities (N, V), new state, weights (N, S))."""
     logits_NV, state, weights_NS = model.decode_step(tokens_N, state, enc)
-    return logits_NV.float().log_softmax(-1), state, weights_NS
+    return logits_NV.log_softmax(-1, dtype=torch.float32), state, weights_NS
 
 
 def length_limits(src_len_B: Tensor, opts: BeamOptions) -> tuple[Tensor, Tensor]:
@@ -163,8 +164,9 @@ def adjust(
     """Apply the constraints to the log-probabilities of the next token (returns a new tensor).
 
     Args:
-        history_NT: the tokens emitted so far by each row (T = step).
-        step: how many tokens each row has emitted.
+        history_NT: the tokens emitted so far by each row (for n-gram blocking and the
+            repetition penalty; may be empty when neither is set).
+        step: how many tokens each row has emitted (one number, or one per row).
         limits_N: each row's (fewest, most) output tokens (:func:`length_limits`): eos is
             blocked before the first and forced at the second.
     """
@@ -181,22 +183,22 @@ def adjust_(
     """:func:`adjust` in place (beam search owns its log-probabilities: no (N, V) copy)."""
     logp_NV[:, BOS_ID] = -math.inf
     logp_NV[:, PAD_ID] = -math.inf
-    if step < opts.min_length:
-        logp_NV[:, EOS_ID] = -math.inf
+    step = torch.as_tensor(step, device=logp_NV.device)
+    logp_NV[:, EOS_ID].masked_fill_(step < opts.min_length, -math.inf)
     if limits_N is not None:
         min_N, max_N = limits_N
-        logp_NV[step < min_N, EOS_ID] = -math.inf
+        logp_NV[:, EOS_ID].masked_fill_(step < min_N, -math.inf)
         forced_N = step >= max_N - 1
         if bool(forced_N.any()):
             eos_N = logp_NV[forced_N, EOS_ID].clamp(min=DEAD_END)  # stays finite when blocked
             logp_NV[forced_N] = -math.inf
             logp_NV[forced_N, EOS_ID] = eos_N
-    if opts.repetition_penalty != 1.0 and step > 0:
+    if opts.repetition_penalty != 1.0 and history_NT.shape[1] > 0:
         seen_NV = torch.zeros_like(logp_NV, dtype=torch.bool).scatter_(1, history_NT, True)
         seen_NV[:, EOS_ID] = False
         logp_NV = torch.where(seen_NV, logp_NV * opts.repetition_penalty, logp_NV)
     n = opts.no_repeat_ngram
-    if n > 0 and step >= n - 1:
+    if n > 0 and history_NT.shape[1] >= n - 1:
         for row, tokens in enumerate(history_NT.tolist()):
             prefix = tuple(tokens[len(tokens) - (n - 1) :]) if n > 1 else ()
             banned = [
@@ -263,21 +265,23 @@ class _Trace:
     logps: list[list[float]] = field(default_factory=list)
     weights: list[Tensor | None] = field(default_factory=list)
 
-    def path(self, step: int, row: int) -> tuple[list[int], list[float], list[int]]:
-        """The tokens and log-probabilities row ``row`` of step ``step`` has emitted, and the
-        row it was at each step 0..step (the last is ``row`` itself)."""
+    def path(self, step: int, row: int, start: int = 0) -> tuple[list[int], list[float], list[int]]:
+        """The tokens and log-probabilities row ``row`` of step ``step`` has emitted since its
+        sentence's search began at step ``start``, and the row it was at each step
+        start..step (the last is ``row`` itself)."""
         tokens, logps, rows = [], [], [row]
-        for t in range(step - 1, -1, -1):
+        for t in range(step - 1, start - 1, -1):
             tokens.append(self.tokens[t][row])
             logps.append(self.logps[t][row])
             row = self.parents[t][row]
             rows.append(row)
         return tokens[::-1], logps[::-1], rows[::-1]
 
-    def attention(self, rows: list[int], src_len: int) -> Tensor:
-        """The attention matrix (len(rows), src_len) of the path through ``rows``."""
-        weights_TS = torch.stack([self.weights[t][r] for t, r in enumerate(rows)])
-        return weights_TS[:, :src_len].float().cpu()
+    def attention(self, rows: list[int], src_len: int, start: int = 0) -> Tensor:
+        """The attention matrix (len(rows), src_len) of the path through ``rows`` (the rows of
+        steps start, start + 1, ...)."""
+        rows_TS = [self.weights[start + t][r, :src_len] for t, r in enumerate(rows)]
+        return torch.stack(rows_TS).float().cpu()
 
 
 def finish(
@@ -312,6 +316,12 @@ def finish(
     scores_l, beam_l, token_l, logp_l = (x.tolist() for x in columns)
     for b, sentence_id in enumerate(active):
         sentence = sentences[sentence_id]
+        if sentence.done:  # closed at max_length this step: K dead rows
+            rows += [b * width] * K
+            tokens += [EOS_ID] * K
+            scores += [-math.inf] * K
+            logps += [-math.inf] * K
+            continue
         kept = 0
         best_ends = token_l[b][0] == EOS_ID and scores_l[b][0] != -math.inf
         candidates = zip(scores_l[b], beam_l[b], token_l[b], logp_l[b], strict=True)
@@ -322,7 +332,16 @@ def finish(
             if token == EOS_ID:
                 if len(sentence.finished) < K:  # never more than K per sentence
                     sentence.add(
-                        _hypothesis(trace, step, row, token, score, src_len[sentence_id], opts)
+                        _hypothesis(
+                            trace,
+                            step,
+                            row,
+                            token,
+                            score,
+                            src_len[sentence_id],
+                            opts,
+                            start=sentence.start,
+                        )
                     )
                 continue
             if kept < K:
@@ -338,7 +357,8 @@ def finish(
             logps.append(-math.inf)
         sentence.finished.sort(key=lambda h: -h.normalized_score)
         best_alive = max(scores[-K:])
-        sentence.done = _cannot_improve(sentence, best_alive, step + 1, best_ends, opts)
+        length = step - sentence.start + 1
+        sentence.done = _cannot_improve(sentence, best_alive, length, best_ends, opts)
     return rows, tokens, scores, logps
 
 
@@ -382,19 +402,20 @@ def _hypothesis(
     opts: BeamOptions,
     finished: bool = True,
     logp: float | None = None,
+    start: int = 0,
 ) -> tuple[Hypothesis, list[int]]:
     """Row ``row`` of step ``step`` followed by ``token``: a scored hypothesis, and the row it
-    was at in each step.
+    was at in each step since its sentence's search began at step ``start``.
 
     Its attention is filled in by :func:`_attach_attention` when the batch is done, unless the
     coverage penalty needs it now.
     """
-    ids, logps, rows = trace.path(step, row)
+    ids, logps, rows = trace.path(step, row, start)
     ids.append(token)
     logps.append(score - sum(logps) if logp is None else logp)
     attention = None
     if opts.coverage_penalty != 0.0 and trace.weights[step] is not None:
-        attention = trace.attention(rows, src_len)
+        attention = trace.attention(rows, src_len, start)
     normalized = score / length_normalizer(len(ids), opts.length_penalty, opts.alpha)
     normalized += coverage(attention, opts.coverage_penalty)
     return Hypothesis(ids, score, logps, attention, finished, normalized_score=normalized), rows
@@ -408,11 +429,14 @@ def _attach_attention(sentences: list[_Sentence], trace: _Trace, src_len: list[i
     for weights_NS in trace.weights:
         offsets.append(total)
         total += weights_NS.shape[0]
-    flat_XS = torch.cat(trace.weights).float().cpu()  # X: every row of every step
+    S = max(w.shape[1] for w in trace.weights)  # a stream's source length grows
+    padded = [torch.nn.functional.pad(w.float(), (0, S - w.shape[1])) for w in trace.weights]
+    flat_XS = torch.cat(padded).cpu()  # X: every row of every step
     for sentence, length in zip(sentences, src_len, strict=True):
         for hyp in sentence.finished:
             if hyp.attention_TS is None:
-                index = [offsets[t] + r for t, r in enumerate(sentence.paths[id(hyp)])]
+                rows = sentence.paths[id(hyp)]
+                index = [offsets[sentence.start + t] + r for t, r in enumerate(rows)]
                 hyp.attention_TS = flat_XS[index, :length]
 
 
@@ -427,29 +451,65 @@ def beam_search(
         coverage-) normalised score; each carries tokens, total and per-token log-probabilities
         and its attention matrix (output tokens x real source tokens).
     """
-    K, B = opts.beam_size, src_BS.shape[0]
-    device = src_BS.device
-    enc = model.encode(src_BS, src_len_B)  # one row per sentence (see shared_encoder)
-    # The first step has one row per sentence (the start), so it does not compute K copies of it.
+    return beam_stream(model, [(src_BS, src_len_B)], opts, slots=src_BS.shape[0])[0]
+
+
+def streamable(opts: BeamOptions) -> bool:
+    """Whether sentences may join a search under way: not with n-gram blocking or the
+    repetition penalty, which read every row's history (all rows then start together)."""
+    return opts.no_repeat_ngram == 0 and opts.repetition_penalty == 1.0
+
+
+@torch.no_grad()
+def beam_stream(
+    model: Seq2Seq, batches: list[tuple[Tensor, Tensor]], opts: BeamOptions, slots: int
+) -> list[list[list[Hypothesis]]]:
+    """Beam search over many batches with ``slots`` sentences searched side by side; when a
+    sentence stops, the next waiting one takes its K rows.
+
+    Each sentence's result is the one it gets decoded alone (rows never interact). Decoding
+    batch after batch instead, a batch's last steps carry only its slowest sentences, at a
+    cost per row several times that of a full step.
+
+    Returns:
+        For each batch, for each sentence, its ``n_best`` hypotheses (see :func:`beam_search`).
+    """
+    from jumok.search import Waiting  # the queue of sentences greedy streaming also uses
+
+    K, device = opts.beam_size, batches[0][0].device
+    if not streamable(opts) and len(batches) > 1:
+        return [beam_stream(model, [batch], opts, batch[0].shape[0])[0] for batch in batches]
+    waiting = Waiting(model, batches)
+    src_len = torch.cat([length for _, length in batches]).tolist()
+    sentences = [_Sentence() for _ in src_len]
+    limits_all = [x.to(device) for x in length_limits(torch.tensor(src_len), opts)]
+    enc, id_B = waiting.take(slots)
+    active = id_B.tolist()
+    # The first step has one row per sentence (the start), so it does not compute K copies of
+    # it; sentences that join later come with K rows, K - 1 of them dead.
     width = 1
     state = enc.state
-    src_len = src_len_B.tolist()
-    sentences = [_Sentence() for _ in range(B)]
-    active = list(range(B))
-    limits_N = tuple(x.to(device) for x in length_limits(src_len_B, opts))
-    scores_N = torch.zeros(B, device=device)
-    tokens_N = torch.full((B,), BOS_ID, dtype=torch.long, device=device)
-    history_NT = torch.zeros(B, 0, dtype=torch.long, device=device)  # for the constraints
+    limits_N = (limits_all[0][id_B], limits_all[1][id_B])
+    scores_N = torch.zeros(len(active), device=device)
+    tokens_N = torch.full((len(active),), BOS_ID, dtype=torch.long, device=device)
+    length_N = torch.zeros(len(active), dtype=torch.long, device=device)
+    history_NT = torch.zeros(len(active), 0, dtype=torch.long, device=device)
+    keep_history = not streamable(opts)
     trace = _Trace()
-    for step in range(opts.max_length):
+    step = -1
+    while active:
+        step += 1
         logp_NV, state, weights_NS = expand(model, tokens_N, state, enc)
         trace.weights.append(weights_NS)
-        logp_NV = adjust_(logp_NV, history_NT, step, opts, limits_N)
-        if step == opts.max_length - 1:  # out of room: every live hypothesis ends here, unfinished
-            _close_unfinished(
-                sentences, active, scores_N, logp_NV, trace, step, width, src_len, opts
-            )
-            break
+        logp_NV = adjust_(logp_NV, history_NT, length_N, opts, limits_N)
+        # Sentences out of room: every live hypothesis ends here, unfinished.
+        closing = length_N.view(-1, width)[:, 0] >= opts.max_length - 1
+        if bool(closing.any()):
+            for b in closing.nonzero().squeeze(1).tolist():
+                sid = active[b]
+                _close_unfinished(
+                    sentences[sid], b, scores_N, logp_NV, trace, step, width, src_len[sid], opts
+                )
         scores_B2K, beam_B2K, token_B2K, logp_B2K = prune(scores_N, logp_NV, width, K)
         rows, tokens, scores, logps = finish(
             sentences,
@@ -464,7 +524,23 @@ def beam_search(
             src_len,
             opts,
         )
-        # Sentences that cannot improve leave the batch.
+        per_row = not opts.shared_encoder
+        if width == 1 and per_row:  # from now on one encoder row per hypothesis
+            enc = enc.select(torch.arange(len(active), device=device).repeat_interleave(K))
+        # Stopped sentences leave; waiting ones take their places.
+        stopped = [b for b, sid in enumerate(active) if sentences[sid].done]
+        joined: list[int] = []
+        if stopped and waiting:
+            new, new_id = waiting.take(len(stopped))
+            joined = stopped[: len(new_id)]
+            for b, sid in zip(joined, new_id.tolist(), strict=True):
+                active[b] = sid
+                sentences[sid].start = step + 1
+                first = b * K
+                rows[first : first + K] = [b * width] * K  # any row: their state is replaced
+                tokens[first : first + K] = [BOS_ID] * K
+                scores[first : first + K] = [0.0] + [-math.inf] * (K - 1)
+                logps[first : first + K] = [0.0] * K
         keep = [b for b, sid in enumerate(active) if not sentences[sid].done]
         if not keep:
             break
@@ -474,50 +550,81 @@ def beam_search(
                 [x[i] for i in kept_rows] for x in (rows, tokens, scores, logps)
             )
             active = [active[b] for b in keep]
-            per_row = width > 1 and not opts.shared_encoder
             enc = enc.select(torch.tensor(kept_rows if per_row else keep, device=device))
-        if width == 1 and not opts.shared_encoder:  # from now on one encoder row per hypothesis
-            enc = enc.select(torch.arange(len(active), device=device).repeat_interleave(K))
         trace.parents.append(rows)
         trace.tokens.append(tokens)
         trace.logps.append(logps)
         rows_N = torch.tensor(rows, device=device)
         tokens_N = torch.tensor(tokens, device=device)
-        history_NT = torch.cat([history_NT[rows_N], tokens_N.unsqueeze(1)], 1)
         scores_N = torch.tensor(scores, device=device)
+        length_N = length_N[rows_N] + 1
         state = state.select(rows_N)
         limits_N = (limits_N[0][rows_N], limits_N[1][rows_N])
+        if keep_history:
+            history_NT = torch.cat([history_NT[rows_N], tokens_N.unsqueeze(1)], 1)
+        if joined:
+            enc, state, limits_N = _join(
+                enc, state, limits_N, length_N, new, keep, joined, K, per_row, limits_all, new_id
+            )
         width = K
     for sentence in sentences:
         del sentence.finished[opts.n_best :]
     _attach_attention(sentences, trace, src_len)
-    return [s.finished for s in sentences]
+    found = [s.finished for s in sentences]
+    return waiting.split(found)
+
+
+def _join(enc, state, limits_N, length_N, new, keep, joined, K, per_row, limits_all, new_id):
+    """Put the sentences that joined (encoded as ``new``) into their slots: encoder rows,
+    decoder start state, lengths and limits (in place where the tensors are this search's)."""
+    device = length_N.device
+    slots = torch.tensor([keep.index(b) for b in joined], device=device)  # after compaction
+    rows_J = (slots.unsqueeze(1) * K + torch.arange(K, device=device)).reshape(-1)
+    if new.source_length > enc.source_length:
+        enc = enc.padded(new.source_length)
+    new = new.padded(enc.source_length)
+    copies = torch.arange(len(joined), device=device).repeat_interleave(K)
+    enc.put(rows_J if per_row else slots, new.select(copies) if per_row else new)
+    state.put(rows_J, new.state.select(copies))
+    length_N[rows_J] = 0
+    new_N = new_id.repeat_interleave(K)
+    limits_N[0][rows_J] = limits_all[0][new_N]
+    limits_N[1][rows_J] = limits_all[1][new_N]
+    return enc, state, limits_N
 
 
 def _close_unfinished(
-    sentences, active, scores_N, logp_NV, trace, step, width, src_len, opts
+    sentence: _Sentence,
+    b: int,
+    scores_N: Tensor,
+    logp_NV: Tensor,
+    trace: _Trace,
+    step: int,
+    width: int,
+    src_len: int,
+    opts: BeamOptions,
 ) -> None:
-    """At max_length: the best continuations of the live rows become unfinished hypotheses."""
-    best_logp_N, best_token_N = logp_NV.max(-1)
-    for b, sentence_id in enumerate(active):
-        sentence = sentences[sentence_id]
-        for k in range(width):
-            row = b * width + k
-            score = float(scores_N[row] + best_logp_N[row])
-            if score == -math.inf:
-                continue
-            token = int(best_token_N[row])
-            found = _hypothesis(
-                trace,
-                step,
-                row,
-                token,
-                score,
-                src_len[sentence_id],
-                opts,
-                finished=token == EOS_ID,
-                logp=float(best_logp_N[row]),
-            )
-            sentence.add(found)
-        sentence.finished.sort(key=lambda h: -h.normalized_score)
-        sentence.done = True
+    """At max_length: the best continuations of the b-th live sentence's rows become
+    unfinished hypotheses, and the sentence stops."""
+    best_logp, best_token = logp_NV[b * width : (b + 1) * width].max(-1)
+    for k in range(width):
+        row = b * width + k
+        score = float(scores_N[row] + best_logp[k])
+        if score == -math.inf:
+            continue
+        token = int(best_token[k])
+        found = _hypothesis(
+            trace,
+            step,
+            row,
+            token,
+            score,
+            src_len,
+            opts,
+            finished=token == EOS_ID,
+            logp=float(best_logp[k]),
+            start=sentence.start,
+        )
+        sentence.add(found)
+    sentence.finished.sort(key=lambda h: -h.normalized_score)
+    sentence.done = True

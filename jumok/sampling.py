@@ -98,7 +98,7 @@ def sample(
     logps, weights = [], []
     for step in range(constraints.max_length):
         logits_NV, state, weights_NS = model.decode_step(tokens_N, state, enc)
-        logp_NV = logits_NV.float().log_softmax(-1)
+        logp_NV = logits_NV.log_softmax(-1, dtype=torch.float32)
         allowed_NV = adjust(logp_NV, history_NT, step, constraints, limits_N)
         scaled_NV = filter_logits(allowed_NV / opts.temperature, opts.top_k, opts.top_p)
         tokens_N = torch.multinomial(scaled_NV.softmax(-1), 1, generator=generator).squeeze(1)

@@ -6,6 +6,7 @@ attention matrix (output tokens x source tokens, in the order the model saw the 
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -64,7 +65,7 @@ def greedy(model: Seq2Seq, src_BS: Tensor, src_len_B: Tensor, max_length: int) -
     weights_BTS = None
     for step in range(max_length):
         logits_NV, state, weights_NS = model.decode_step(tokens_N, state, enc)
-        logp_NV = logits_NV.float().log_softmax(dim=-1)
+        logp_NV = logits_NV.log_softmax(-1, dtype=torch.float32)
         logp_NV[:, BOS_ID] = -torch.inf  # never an output (as in beam search and sampling)
         logp_NV[:, PAD_ID] = -torch.inf
         logp_N, tokens_N = logp_NV.max(dim=-1)
@@ -107,39 +108,16 @@ def greedy_stream(
     Returns:
         For each batch, one :class:`Hypothesis` per sentence, in batch order.
     """
-    sizes = [src_BS.shape[0] for src_BS, _ in batches]
-    waiting = [(b, i) for b, size in enumerate(sizes) for i in range(size)]
-    total, device = len(waiting), batches[0][0].device
-    first_id = [sum(sizes[:b]) for b in range(len(sizes))]  # global id of each batch's row 0
-    encoded: dict[int, Encoded] = {}
-
-    def take(n: int) -> tuple[Encoded, Tensor]:
-        """The next n waiting sentences: their encodings (one source length) and global ids."""
-        nonlocal waiting
-        taken, waiting = waiting[:n], waiting[n:]
-        parts = []
-        for b in sorted({b for b, _ in taken}):
-            if b not in encoded:
-                encoded[b] = model.encode(*batches[b])
-            rows = [i for bb, i in taken if bb == b]
-            parts.append((encoded[b].select(torch.tensor(rows, device=device)), b, rows))
-            if rows[-1] == sizes[b] - 1:
-                del encoded[b]  # every sentence of batch b has started
-        S = max(enc.source_length for enc, _, _ in parts)
-        enc = parts[0][0].padded(S)
-        for other, _, _ in parts[1:]:
-            enc = enc.cat(other.padded(S))
-        ids = [first_id[b] + i for _, b, rows in parts for i in rows]
-        return enc, torch.tensor(ids, device=device)
-
-    enc, id_N = take(slots)
+    waiting = Waiting(model, batches)
+    enc, id_N = waiting.take(slots)
+    device = id_N.device
     state = enc.state
     tokens_N = torch.full((len(id_N),), BOS_ID, dtype=torch.long, device=device)
     length_N = torch.zeros_like(tokens_N)
     steps: list[tuple[Tensor, Tensor, Tensor, Tensor | None]] = []  # (ids, tokens, logp, weights)
     while len(id_N):
         logits_NV, state, weights_NS = model.decode_step(tokens_N, state, enc)
-        logp_NV = logits_NV.float().log_softmax(dim=-1)
+        logp_NV = logits_NV.log_softmax(-1, dtype=torch.float32)
         logp_NV[:, BOS_ID] = -torch.inf  # never an output (as in greedy)
         logp_NV[:, PAD_ID] = -torch.inf
         logp_N, tokens_N = logp_NV.max(dim=-1)
@@ -151,7 +129,7 @@ def greedy_stream(
         free_F = done_N.nonzero().squeeze(1)
         if waiting:  # new sentences take the finished ones' places
             rows_F = free_F[: len(waiting)]
-            new, new_id = take(len(rows_F))
+            new, new_id = waiting.take(len(rows_F))
             if new.source_length > enc.source_length:
                 enc = enc.padded(new.source_length)
             enc.put(rows_F, new.padded(enc.source_length))
@@ -163,10 +141,65 @@ def greedy_stream(
             keep_N = (~done_N).nonzero().squeeze(1)
             id_N, tokens_N, length_N = id_N[keep_N], tokens_N[keep_N], length_N[keep_N]
             state, enc = state.select(keep_N), enc.select(keep_N)
-    results = _gather(steps, total, max(src.shape[1] for src, _ in batches))
+    results = _gather(steps, waiting.total, max(src.shape[1] for src, _ in batches))
     src_len = torch.cat([length for _, length in batches]).tolist()
-    hyps = [_hypothesis(*found, n) for found, n in zip(results, src_len, strict=True)]
-    return [hyps[first_id[b] : first_id[b] + size] for b, size in enumerate(sizes)]
+    return waiting.split(
+        [_hypothesis(*found, n) for found, n in zip(results, src_len, strict=True)]
+    )
+
+
+class Waiting:
+    """The sentences of a list of batches that have not started yet, in order; each batch is
+    encoded when its first sentence is taken.
+
+    Sentences are numbered across batches (global ids): batch b's row i is
+    ``first_id[b] + i``.
+    """
+
+    def __init__(self, model: Seq2Seq, batches: Sequence[tuple[Tensor, Tensor]]):
+        self.model, self.batches = model, batches
+        self.sizes = [src_BS.shape[0] for src_BS, _ in batches]
+        self.first_id = [sum(self.sizes[:b]) for b in range(len(batches))]
+        self.total = sum(self.sizes)
+        self.next = 0  # global id of the next sentence to take
+        self.encoded: dict[int, Encoded] = {}
+
+    def __len__(self) -> int:
+        return self.total - self.next
+
+    def take(self, n: int) -> tuple[Encoded, Tensor]:
+        """The next (at most) n sentences: their encodings, padded to one source length, and
+        their global ids."""
+        device = self.batches[0][0].device
+        ids = list(range(self.next, min(self.next + n, self.total)))
+        self.next += len(ids)
+        parts = []
+        for b in range(
+            bisect.bisect_right(self.first_id, self.next - len(ids)) - 1, len(self.batches)
+        ):
+            first, size = self.first_id[b], self.sizes[b]
+            if first >= self.next:
+                break
+            rows = [g - first for g in ids if first <= g < first + size]
+            if not rows:
+                continue
+            if b not in self.encoded:
+                self.encoded[b] = self.model.encode(*self.batches[b])
+            parts.append(self.encoded[b].select(torch.tensor(rows, device=device)))
+            if rows[-1] == size - 1:
+                del self.encoded[b]  # every sentence of batch b has started
+        S = max(enc.source_length for enc in parts)
+        enc = parts[0].padded(S)
+        for other in parts[1:]:
+            enc = enc.cat(other.padded(S))
+        return enc, torch.tensor(ids, device=device)
+
+    def split(self, per_sentence: list) -> list[list]:
+        """A list over global ids cut into one list per batch."""
+        return [
+            per_sentence[first : first + size]
+            for first, size in zip(self.first_id, self.sizes, strict=True)
+        ]
 
 
 def _gather(steps, total: int, S: int) -> list[tuple[list[int], list[float], Tensor | None]]:
@@ -230,15 +263,20 @@ def search_batches(
 ) -> list[list[list[Hypothesis]]]:
     """:func:`run_search` over many batches: for each batch, for each sentence, its hypotheses.
 
-    Plain greedy search streams the batches through ``opts.batch_size`` slots
-    (:func:`greedy_stream`); beam search and sampling decode batch after batch.
+    Greedy and beam search stream the batches through ``opts.batch_size`` slots
+    (:func:`greedy_stream`, :func:`jumok.beam.beam_stream`); sampling decodes batch after
+    batch.
     """
     if not batches:
         return []
     if _plain_greedy(opts):
         found = greedy_stream(model, batches, opts.max_length, opts.batch_size)
         return [[[h] for h in hyps] for hyps in found]
-    return [run_search(model, src_BS, src_len_B, opts) for src_BS, src_len_B in batches]
+    if opts.sample:
+        return [run_search(model, src_BS, src_len_B, opts) for src_BS, src_len_B in batches]
+    from jumok.beam import beam_stream
+
+    return beam_stream(model, list(batches), _shared(opts), opts.batch_size)
 
 
 def _beam_options(opts):
@@ -293,7 +331,12 @@ def run_search(model: Seq2Seq, src_BS: Tensor, src_len_B: Tensor, opts) -> list[
         return sample(model, src_BS, src_len_B, drawing, constraints)
     if _plain_greedy(opts):
         return [[h] for h in greedy(model, src_BS, src_len_B, opts.max_length)]
-    # float32 keeps its exact bits; bf16 and int8 already round far more coarsely
+    return beam_search(model, src_BS, src_len_B, _shared(opts))
+
+
+def _shared(opts):
+    """Beam options with the encoder copy shared by a sentence's hypotheses when decoding
+    rounds anyway: float32 keeps its exact bits; bf16 and int8 already round far more
+    coarsely."""
     inexact = opts.precision == "bf16" or opts.quantize == "int8"
-    shared = dataclasses.replace(constraints, shared_encoder=inexact)
-    return beam_search(model, src_BS, src_len_B, shared)
+    return dataclasses.replace(_beam_options(opts), shared_encoder=inexact)

@@ -12,7 +12,14 @@ from conftest import SRC_V, TGT_V, random_batch
 from test_variants import variant
 
 from jumok import feeding
-from jumok.beam import BeamOptions, _cannot_improve, _Sentence, beam_search, length_normalizer
+from jumok.beam import (
+    BeamOptions,
+    _cannot_improve,
+    _Sentence,
+    beam_search,
+    beam_stream,
+    length_normalizer,
+)
 from jumok.cli import CHOICES
 from jumok.config import DecodeConfig
 from jumok.ensemble import Ensemble
@@ -156,3 +163,34 @@ def test_cli_choices_are_the_config_values():
     for name, choices in CHOICES.items():
         annotation = DecodeConfig.model_fields[name].annotation
         assert choices == list(typing.get_args(annotation))
+
+
+@pytest.mark.parametrize(
+    "opts",
+    [
+        BeamOptions(beam_size=3, n_best=2, max_length=6),
+        BeamOptions(beam_size=2, max_length=9, stopping="exact", coverage_penalty=0.3),
+        BeamOptions(beam_size=3, max_length=12, min_length_ratio=0.5, max_length_ratio=1.5),
+        BeamOptions(beam_size=3, n_best=3, max_length=8, min_length=3, shared_encoder=True),
+        BeamOptions(beam_size=2, max_length=8, no_repeat_ngram=2),  # not streamable
+    ],
+    ids=["n-best", "exact-coverage", "ratios", "min-shared", "ngram"],
+)
+@pytest.mark.parametrize("slots", [1, 4, 40])
+def test_streamed_beam_search_equals_beam_search_batch_by_batch(opts, slots):
+    torch.manual_seed(7)
+    model = build_model(variant("general", input_feeding=True), SRC_V, TGT_V).eval()
+    with torch.no_grad():
+        model.decoder.output.bias[EOS_ID] += 0.1
+    batches = _batches(seed=30)
+    streamed = beam_stream(model, batches, opts, slots=slots)
+    lengths = set()
+    for (src, src_len), got in zip(batches, streamed, strict=True):
+        expected = beam_search(model, src, src_len, opts)
+        for got_hyps, expected_hyps in zip(got, expected, strict=True):
+            assert len(got_hyps) == len(expected_hyps) == opts.n_best
+            for a, b in zip(got_hyps, expected_hyps, strict=True):
+                _same(a, b)
+                assert a.normalized_score == pytest.approx(b.normalized_score, abs=1e-5)
+                lengths.add(len(a.token_ids))
+    assert len(lengths) > 1
