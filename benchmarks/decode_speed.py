@@ -47,6 +47,11 @@ def measure(run_dir: str, settings, save: Path | None) -> list[dict]:
     results = []
     for beam, precision in settings:
         start, start_cpu = time.perf_counter(), time.process_time()
+        arithmetic = (
+            {"quantize": "int8", "precision": "fp32"}
+            if precision == "int8"
+            else {"precision": precision}
+        )
         out = translator.translate(
             sources,
             batch_size=64,
@@ -54,7 +59,7 @@ def measure(run_dir: str, settings, save: Path | None) -> list[dict]:
             beam=beam,
             length_penalty="gnmt",
             alpha=1.0,
-            precision=precision,
+            **arithmetic,
         )
         seconds, cpu = time.perf_counter() - start, time.process_time() - start_cpu
         bleu = sacrebleu.corpus_bleu([t.text for t in out], [refs]).score
@@ -126,7 +131,8 @@ def main() -> None:
         "--only",
         type=lambda s: s.split(","),
         default=[f"{b}:{p}" for b, p in SETTINGS],
-        help="settings as BEAM:PRECISION,... (default: 1:fp32,1:bf16,5:fp32,5:bf16)",
+        help="settings as BEAM:PRECISION,... where PRECISION is fp32, bf16 or int8 "
+        "(default: 1:fp32,1:bf16,5:fp32,5:bf16)",
     )
     parser.add_argument("--save", type=Path, help="write each setting's outputs here")
     parser.add_argument("--check", type=Path, help="compare --save's outputs with this folder")
