@@ -101,7 +101,7 @@ def learning_curve(
     """Loss (train and dev) and dev scores per validation, from ``metrics.jsonl`` records.
 
     The x axis is the epoch when there is one validation per epoch, else the update step. BLEU
-    and chrF are drawn when the records have them and they are not all zero.
+    and chrF are drawn when the records have them and they are not all zero (or None).
     """
     plt = _pyplot()
     epochs = [r["epoch"] for r in history]
@@ -119,7 +119,7 @@ def learning_curve(
     ax_loss.grid(alpha=0.3)
     ax_em.plot(xs, [100 * r["dev_exact_match"] for r in history], "o-", label="exact match (%)")
     for key, label in (("dev_bleu", "BLEU"), ("dev_chrf", "chrF")):
-        values = [r.get(key, 0.0) for r in history]
+        values = [r.get(key) or 0.0 for r in history]
         if any(values):
             ax_em.plot(xs, values, "s-", label=label)
     ax_em.set_xlabel(xlabel)

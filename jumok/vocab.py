@@ -77,7 +77,9 @@ class Vocab:
     def encode(self, tokens: Sequence[str]) -> Encoded:
         """Map tokens to ids; unknown tokens become unk and are counted."""
         ids = [self._ids.get(t, UNK_ID) for t in tokens]
-        unknown = sum(1 for t in tokens if t not in self._ids)
+        unknown = ids.count(UNK_ID)
+        if unknown:  # the unk token itself, written out, is known
+            unknown -= sum(1 for t in tokens if t == self.tokens[UNK_ID])
         return Encoded(ids, unknown)
 
     def decode(self, ids: Iterable[int]) -> list[str]:

@@ -1,0 +1,79 @@
+"""Faster paths of training and the command line that must not change a result: the dev
+loss in slices, BLEU and chrF only where they mean something, padding, unknown counts, and
+the jumok program's quick exit."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from test_train import ROOT, small_config
+
+from jumok import train as train_module
+from jumok.data import encode_pairs, pad
+from jumok.model import build_model
+from jumok.synthetic import generate
+from jumok.vocab import UNK, UNK_ID, Vocab, tokenize_chars
+
+
+def _dev(cfg):
+    pairs = generate("date", 120, seed=5)
+    src_vocab = Vocab.build(tokenize_chars(s) for s, _ in pairs)
+    tgt_vocab = Vocab.build(tokenize_chars(t) for _, t in pairs)
+    data = encode_pairs(pairs, src_vocab, tgt_vocab, reverse_source=True)
+    torch.manual_seed(0)
+    model = build_model(cfg.model, len(src_vocab), len(tgt_vocab))
+    detok = lambda ids: "".join(tgt_vocab.decode(i for i in ids if i > 3))  # noqa: E731
+    return model, data, pairs, detok
+
+
+def test_the_dev_loss_is_the_same_in_one_pass_or_in_slices(monkeypatch):
+    cfg = small_config("train.eval_batch_size=50")
+    model, data, pairs, detok = _dev(cfg)
+    whole = train_module.evaluate(model, data, pairs, detok, cfg, torch.device("cpu"))
+    monkeypatch.setattr(train_module, "LOSS_LOGITS", 1)  # one row per pass
+    sliced = train_module.evaluate(model, data, pairs, detok, cfg, torch.device("cpu"))
+    assert sliced.loss == pytest.approx(whole.loss, rel=1e-5)
+    assert sliced.hyps == whole.hyps
+
+
+def test_bleu_and_chrf_on_text_or_when_early_stopping_reads_them():
+    generated = small_config()
+    model, data, pairs, detok = _dev(generated)
+    cpu = torch.device("cpu")
+    scores = train_module.evaluate(model, data, pairs, detok, generated, cpu)
+    assert scores.bleu is None and scores.chrf is None  # a toy task: exact match decides
+    asked = small_config("train.early_stopping.metric=chrf")
+    scores = train_module.evaluate(model, data, pairs, detok, asked, cpu)
+    assert 0.0 <= scores.bleu <= 100.0 and 0.0 <= scores.chrf <= 100.0
+
+
+def test_pad_and_unknown_counts():
+    assert pad([[5, 6, 7], [8], []]).tolist() == [[5, 6, 7], [8, 0, 0], [0, 0, 0]]
+    assert pad([[5]], width=3).tolist() == [[5, 0, 0]] and pad([], width=2).shape == (0, 2)
+    vocab = Vocab.build([["a", "b"]])
+    encoded = vocab.encode(["a", "z", UNK, "y", "b"])
+    assert encoded.ids.count(UNK_ID) == 3
+    assert encoded.unknown == 2  # the unk token written out is known; z and y are not
+
+
+def test_the_program_exits_with_its_status_and_output_intact(tmp_path):
+    missing = tmp_path / "nothing.yaml"
+    done = subprocess.run(
+        [sys.executable, "-m", "jumok", "train", str(missing), "--run-dir", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2
+    assert "nothing.yaml" in done.stderr
+    config = str(ROOT / "examples/date.yaml")
+    report = tmp_path / "check.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "jumok", "data", "check", config, "--json", str(report)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "train" in done.stdout and report.stat().st_size > 0  # printed and written in full
