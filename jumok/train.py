@@ -6,8 +6,10 @@ A run directory holds everything about one run::
     vocab.json         source and target vocabularies
     data/*.tsv         the generated splits, when the config generates its data
     metrics.jsonl      one JSON object per validation (every epoch, or every train.valid_every
-                       updates); metrics.csv holds the same table
-    learning_curve.png loss and dev scores so far, redrawn at every validation
+                       updates); metrics.csv holds the same table. dev_bleu and dev_chrf are
+                       null on generated data unless early stopping reads them
+    learning_curve.png loss and dev scores so far, redrawn at validations at most every
+                       CURVE_EVERY_SECONDS, and at the end
     best.safetensors   weights + config + vocabularies with the best dev score
                        (train.early_stopping.metric)
     last.safetensors   the same, after the latest validation
