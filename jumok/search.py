@@ -148,9 +148,15 @@ def greedy_stream(
     )
 
 
+# Sentences encoded together by streaming search: consecutive batches are joined up to this
+# many rows, so the encoder runs fewer, larger products (its results do not depend on it).
+ENCODE_ROWS = 256
+
+
 class Waiting:
-    """The sentences of a list of batches that have not started yet, in order; each batch is
-    encoded when its first sentence is taken.
+    """The sentences of a list of batches that have not started yet, in order. Consecutive
+    batches are encoded together (up to :data:`ENCODE_ROWS` sentences) when their first
+    sentence is taken.
 
     Sentences are numbered across batches (global ids): batch b's row i is
     ``first_id[b] + i``.
@@ -162,10 +168,23 @@ class Waiting:
         self.first_id = [sum(self.sizes[:b]) for b in range(len(batches))]
         self.total = sum(self.sizes)
         self.next = 0  # global id of the next sentence to take
+        self.groups: list[list[int]] = []  # the batches encoded together
+        for b, size in enumerate(self.sizes):
+            if not self.groups or sum(self.sizes[i] for i in self.groups[-1]) + size > ENCODE_ROWS:
+                self.groups.append([])
+            self.groups[-1].append(b)
+        self.group_first = [self.first_id[group[0]] for group in self.groups]
         self.encoded: dict[int, Encoded] = {}
 
     def __len__(self) -> int:
         return self.total - self.next
+
+    def _encode(self, g: int) -> Encoded:
+        """The sentences of group g, encoded in one call."""
+        parts = [self.batches[b] for b in self.groups[g]]
+        S = max(src_BS.shape[1] for src_BS, _ in parts)
+        src_BS = torch.cat([nn.functional.pad(src, (0, S - src.shape[1])) for src, _ in parts])
+        return self.model.encode(src_BS, torch.cat([length for _, length in parts]))
 
     def take(self, n: int) -> tuple[Encoded, Tensor]:
         """The next (at most) n sentences: their encodings, padded to one source length, and
@@ -174,20 +193,18 @@ class Waiting:
         ids = list(range(self.next, min(self.next + n, self.total)))
         self.next += len(ids)
         parts = []
-        for b in range(
-            bisect.bisect_right(self.first_id, self.next - len(ids)) - 1, len(self.batches)
-        ):
-            first, size = self.first_id[b], self.sizes[b]
+        start = bisect.bisect_right(self.group_first, ids[0]) - 1
+        for g in range(start, len(self.groups)):
+            first = self.group_first[g]
+            size = sum(self.sizes[b] for b in self.groups[g])
             if first >= self.next:
                 break
-            rows = [g - first for g in ids if first <= g < first + size]
-            if not rows:
-                continue
-            if b not in self.encoded:
-                self.encoded[b] = self.model.encode(*self.batches[b])
-            parts.append(self.encoded[b].select(torch.tensor(rows, device=device)))
+            rows = [i - first for i in ids if first <= i < first + size]
+            if g not in self.encoded:
+                self.encoded[g] = self._encode(g)
+            parts.append(self.encoded[g].select(torch.tensor(rows, device=device)))
             if rows[-1] == size - 1:
-                del self.encoded[b]  # every sentence of batch b has started
+                del self.encoded[g]  # every sentence of group g has started
         S = max(enc.source_length for enc in parts)
         enc = parts[0].padded(S)
         for other in parts[1:]:

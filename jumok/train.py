@@ -84,7 +84,7 @@ from jumok.resume import (
 )
 from jumok.resume import save_state as save_resume_state
 from jumok.schedules import EarlyStopping, Schedule
-from jumok.search import greedy
+from jumok.search import greedy_stream
 from jumok.tokenizers import Tokenizer, make_tokenizers, tokenizer_files
 from jumok.vocab import PAD_ID, Vocab
 
@@ -877,6 +877,7 @@ def evaluate(
     loss_sum, token_sum = 0.0, 0
     hyps: list[str] = [""] * len(data)
     max_length = max(int(data.tgt_len_N.max()) + 5, 1)
+    batches = []
     for batch in iterate_batches(data, cfg.train.eval_batch_size, bucketing=True):
         batch = batch.to(device)
         # The loss a slice of rows at a time (LOSS_LOGITS)
@@ -886,11 +887,13 @@ def evaluate(
             logits_BTV, _ = model(batch.src_BS[rows], batch.src_len_B[rows], batch.tgt_in_BT[rows])
             loss_sum += float(loss_fn(logits_BTV, batch.tgt_out_BT[rows], reduction="sum"))
         token_sum += batch.n_target_tokens
-        for i, hyp in zip(
-            batch.index_B.tolist(),
-            greedy(model, batch.src_BS, batch.src_len_B, max_length),
-            strict=True,
-        ):
+        batches.append(batch)
+    # greedy search streams the batches through eval_batch_size slots (jumok.search)
+    found = greedy_stream(
+        model, [(b.src_BS, b.src_len_B) for b in batches], max_length, cfg.train.eval_batch_size
+    )
+    for batch, hyps_B in zip(batches, found, strict=True):
+        for i, hyp in zip(batch.index_B.tolist(), hyps_B, strict=True):
             hyps[i] = detokenize(hyp.token_ids)
     refs = [t for _, t in pairs]
     # BLEU and chrF are for real text; the generated tasks are scored by exact match (their

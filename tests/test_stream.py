@@ -11,7 +11,7 @@ import torch
 from conftest import SRC_V, TGT_V, random_batch
 from test_variants import variant
 
-from jumok import feeding
+from jumok import feeding, search
 from jumok.beam import (
     BeamOptions,
     _cannot_improve,
@@ -57,7 +57,9 @@ def _same(a: Hypothesis, b: Hypothesis) -> None:
     ids=["feeding", "peeky-bi", "gru-2", "no-attention"],
 )
 @pytest.mark.parametrize("slots", [1, 3, 8, 40])
-def test_streamed_greedy_equals_greedy_batch_by_batch(config, slots):
+@pytest.mark.parametrize("encode_rows", [10, 256])  # batches encoded in two groups, or one
+def test_streamed_greedy_equals_greedy_batch_by_batch(config, slots, encode_rows, monkeypatch):
+    monkeypatch.setattr(search, "ENCODE_ROWS", encode_rows)
     torch.manual_seed(4)
     model = build_model(config, SRC_V, TGT_V).eval()
     with torch.no_grad():  # outputs of many lengths, so that rows finish at different steps
