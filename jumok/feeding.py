@@ -123,6 +123,13 @@ class InputFeedingLSTM(nn.Module):
             self._table, self._table_key = table.to(dtype), key
         return self._table[tokens_BT]
 
+    def clear_cache(self) -> None:
+        """Drop the decoding caches (the token-gate table, the concatenated weights): training
+        validates with them, then would hold them (65 MB of table on Task B's shared 8k
+        vocabulary) until the next validation rebuilds them for the changed weights."""
+        for name in ("_table", "_table_key", "_fused", "_fused_key"):
+            self.__dict__.pop(name, None)
+
     def start(self, x_BTI: Tensor, gates_BTG: Tensor | None = None) -> FedSteps:
         """Begin a loop over the T steps of ``x_BTI`` (what every step reads besides the feed);
         ``gates_BTG``, when given, is layer 0's part of the gates from ``x_BTI``

@@ -77,3 +77,13 @@ def test_the_program_exits_with_its_status_and_output_intact(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "train" in done.stdout and report.stat().st_size > 0  # printed and written in full
+
+
+def test_validation_leaves_no_decoding_cache_behind():
+    cfg = small_config("model.decoder.input_feeding=true")
+    model, data, pairs, detok = _dev(cfg)
+    rnn = model.decoder.rnn
+    assert rnn.token_gates(model.decoder.embedding, torch.tensor([[4]])) is not None
+    assert "_table" in rnn.__dict__
+    train_module.evaluate(model, data, pairs, detok, cfg, torch.device("cpu"))
+    assert not {"_table", "_fused"} & set(rnn.__dict__)
