@@ -68,7 +68,6 @@ from jumok.data import (
 )
 from jumok.distributed import SINGLE, World, current_world
 from jumok.errors import ConfigError, DataError, RunDirError, WriteError
-from jumok.feeding import InputFeedingLSTM
 from jumok.metrics import bleu, chrf, exact_match, token_accuracy
 from jumok.model import Seq2Seq, build_model
 from jumok.resume import (
@@ -896,9 +895,6 @@ def evaluate(
     for batch, hyps_B in zip(batches, found, strict=True):
         for i, hyp in zip(batch.index_B.tolist(), hyps_B, strict=True):
             hyps[i] = detokenize(hyp.token_ids)
-    for module in model.modules():  # training changes the weights next: caches go stale
-        if isinstance(module, InputFeedingLSTM):
-            module.clear_cache()
     refs = [t for _, t in pairs]
     # BLEU and chrF are for real text; the generated tasks are scored by exact match (their
     # two sacrebleu passes took ~0.08 s of each date validation), unless early stopping asks.
