@@ -169,10 +169,13 @@ class Waiting:
         self.total = sum(self.sizes)
         self.next = 0  # global id of the next sentence to take
         self.groups: list[list[int]] = []  # the batches encoded together
+        self.group_size: list[int] = []  # sentences in each group
         for b, size in enumerate(self.sizes):
-            if not self.groups or sum(self.sizes[i] for i in self.groups[-1]) + size > ENCODE_ROWS:
+            if not self.groups or self.group_size[-1] + size > ENCODE_ROWS:
                 self.groups.append([])
+                self.group_size.append(0)
             self.groups[-1].append(b)
+            self.group_size[-1] += size
         self.group_first = [self.first_id[group[0]] for group in self.groups]
         self.encoded: dict[int, Encoded] = {}
 
@@ -195,8 +198,7 @@ class Waiting:
         parts = []
         start = bisect.bisect_right(self.group_first, ids[0]) - 1
         for g in range(start, len(self.groups)):
-            first = self.group_first[g]
-            size = sum(self.sizes[b] for b in self.groups[g])
+            first, size = self.group_first[g], self.group_size[g]
             if first >= self.next:
                 break
             rows = [i - first for i in ids if first <= i < first + size]
