@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from jumok.attention import build_attention
+from jumok.attention import StepAttention, build_attention, step_attention
 from jumok.config import ModelConfig
 from jumok.encoder import Final, RNNState, dropout_or_identity, make_rnn
 from jumok.feeding import InputFeedingLSTM, StepLinear, deferred_gradients
@@ -253,6 +253,14 @@ class Decoder(nn.Module):
             weights_BTS: attention weights of each step over source positions (None without
                 attention).
         """
+        features_BTF, state, weights_BTS = self.features(tgt_in_BT, state, enc)
+        return self.output(features_BTF), state, weights_BTS
+
+    def features(
+        self, tgt_in_BT: Tensor, state: DecoderState, enc: Encoded
+    ) -> tuple[Tensor, DecoderState, Tensor | None]:
+        """:meth:`forward` without the output layer: what it reads at each step (features_BTF),
+        the state after the last step, and the attention weights."""
         emb_BTE = self.embedding_dropout(self.embedding(tgt_in_BT))
         summary_BTK = None
         if self.peeky:
@@ -268,7 +276,7 @@ class Decoder(nn.Module):
             return self._step_by_step(emb_BTE, state, enc, summary_BTK, gates_BTG)
         h_BTH, rnn_state = self.rnn(emb_BTE, state.rnn)
         out_BTF, weights_BTS = self._attend(h_BTH, enc, summary_BTK)
-        return self.output(out_BTF), DecoderState(rnn_state), weights_BTS
+        return out_BTF, DecoderState(rnn_state), weights_BTS
 
     def _step_by_step(
         self,
@@ -278,8 +286,8 @@ class Decoder(nn.Module):
         summary_BTK: Tensor | None,
         gates_BTG: Tensor | None = None,
     ) -> tuple[Tensor, DecoderState, Tensor | None]:
-        """Input feeding: step t's input is [x_t; attentional vector of step t - 1]
-        (``gates_BTG``: layer 0's part of the gates from x, when looked up per token)."""
+        """Input feeding: step t's input is [x_t; attentional vector of step t - 1]; returns what
+        the output layer reads at each step (``gates_BTG``: layer 0's part of the gates from x, when looked up per token)."""
         rnn_state, feed_BH = state.rnn, state.feed_BH
         outs, weights = [], []
         steps = None
@@ -288,6 +296,10 @@ class Decoder(nn.Module):
         attentional = self.attentional
         if deferred_gradients(attentional.weight):  # one weight gradient for all steps
             attentional = StepLinear(attentional, x_BTE.device.type)
+        attend = None  # training: the keys' and values' gradients once for all steps
+        if torch.is_grad_enabled() and step_attention(self.attention):
+            if x_BTE.shape[0] == enc.hs_BSH.shape[0]:
+                attend = StepAttention(self.attention, enc.hs_BSH, enc.mask_BS, enc.keys_BSH)
         for t in range(x_BTE.shape[1]):
             if steps is not None:
                 h_BH, rnn_state = steps.step(feed_BH, rnn_state)
@@ -296,23 +308,32 @@ class Decoder(nn.Module):
                 x_B1F = torch.cat([x_BTE[:, t : t + 1], feed_BH.unsqueeze(1)], dim=-1)
                 h_B1H, rnn_state = self.rnn(x_B1F, rnn_state)
             summary_B1K = None if summary_BTK is None else summary_BTK[:, t : t + 1]
-            out_B1H, weights_B1S = self._attend(h_B1H, enc, summary_B1K, attentional)
+            out_B1H, weights_B1S = self._attend(h_B1H, enc, summary_B1K, attentional, attend)
             feed_BH = out_B1H.squeeze(1)
             outs.append(out_B1H)
             weights.append(weights_B1S)
-        logits_BTV = self.output(torch.cat(outs, dim=1))
-        return logits_BTV, DecoderState(rnn_state, feed_BH), torch.cat(weights, dim=1)
+        out_BTF = torch.cat(outs, dim=1)
+        return out_BTF, DecoderState(rnn_state, feed_BH), torch.cat(weights, dim=1)
 
     def _attend(
-        self, h_BTH: Tensor, enc: Encoded, summary_BTK: Tensor | None, attentional=None
+        self,
+        h_BTH: Tensor,
+        enc: Encoded,
+        summary_BTK: Tensor | None,
+        attentional=None,
+        attend: StepAttention | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """The vector the output layer reads for each step, and the attention weights.
 
-        ``attentional``: what computes the attentional layer (default: the layer itself).
+        ``attentional``: what computes the attentional layer (default: the layer itself);
+        ``attend``: what computes the attention (default: the module, over ``enc``).
         """
         features = [h_BTH]
         weights_BTS = None
-        if self.attention is not None:
+        if attend is not None:
+            context_BTK, weights_BTS = attend(h_BTH)
+            features = [context_BTK, h_BTH]
+        elif self.attention is not None:
             context_BTK, weights_BTS = self._attention(h_BTH, enc)
             features = [context_BTK, h_BTH]
         if summary_BTK is not None:

@@ -175,6 +175,10 @@ class FedSteps:
         if gates_BTG is None and self.fused is None:
             gates_BTG = lstm.inputs[0](x_BTI)
         self.pre_BTG = gates_BTG
+        # One tensor per step, split once: the backward of ``pre_BTG[:, t]`` would allocate and
+        # zero a whole (B, T, 4H) gradient at every step (T^2 work per sentence); unbind's
+        # backward stacks the T step gradients once.
+        self.pre_steps = None if gates_BTG is None else gates_BTG.unbind(1)
         linears = [lstm.feed, *lstm.recurrent, *lstm.inputs[1:]]
         if deferred_gradients(lstm.feed.weight):
             linears = [StepLinear(m, x_BTI.device.type) for m in linears]
@@ -201,9 +205,9 @@ class FedSteps:
         elif self.fused is not None:  # the inputs' part came from the token table
             weight_GK = self.fused[0]
             both_BK = torch.cat([feed_BF, h_LBH[0]], dim=1).to(weight_GK.dtype)
-            gates_BG = torch.addmm(self.pre_BTG[:, self.t], both_BK, weight_GK.t())
+            gates_BG = torch.addmm(self.pre_steps[self.t], both_BK, weight_GK.t())
         else:
-            gates_BG = self.pre_BTG[:, self.t] + self.feed(feed_BF) + self.recurrent[0](h_LBH[0])
+            gates_BG = self.pre_steps[self.t] + self.feed(feed_BF) + self.recurrent[0](h_LBH[0])
         self.t += 1
         for layer in range(self.lstm.num_layers):
             if layer > 0:

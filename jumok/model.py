@@ -8,6 +8,8 @@ from torch import Tensor, nn
 from jumok.config import ModelConfig
 from jumok.decoder import Decoder, DecoderState, Encoded
 from jumok.encoder import Encoder
+from jumok.loss import output_cross_entropy
+from jumok.vocab import PAD_ID
 
 __all__ = ["DecoderState", "Encoded", "Seq2Seq", "build_model"]
 
@@ -85,6 +87,30 @@ class Seq2Seq(nn.Module):
         enc = self.encode(src_BS, src_len_B)
         logits_BTV, _, weights_BTS = self.decoder(tgt_in_BT, enc.state, enc)
         return logits_BTV, weights_BTS
+
+    def loss(
+        self,
+        src_BS: Tensor,
+        src_len_B: Tensor,
+        tgt_in_BT: Tensor,
+        tgt_out_BT: Tensor,
+        label_smoothing: float = 0.0,
+    ) -> Tensor:
+        """The teacher-forced cross-entropy, summed over the real target tokens (padding ignored).
+
+        The same number as ``cross_entropy(forward(...)[0], tgt_out_BT, reduction="sum")``, with
+        the output layer and the loss computed together a slice of rows at a time
+        (:func:`jumok.loss.output_cross_entropy`): the (B, T, V) logits never exist.
+        """
+        enc = self.encode(src_BS, src_len_B)
+        features_BTF, _, _ = self.decoder.features(tgt_in_BT, enc.state, enc)
+        return output_cross_entropy(
+            features_BTF.reshape(-1, features_BTF.shape[-1]),
+            self.decoder.output,
+            tgt_out_BT.reshape(-1),
+            label_smoothing,
+            ignore_index=PAD_ID,
+        )
 
 
 def build_model(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int) -> Seq2Seq:

@@ -229,9 +229,14 @@ def accumulated_update(
         if batch.src_len_B.shape[0] == 0:
             continue  # fewer rows than ranks: this rank adds nothing to the gradient
         batch = batch.to(device)
-        with autocast(cfg.precision, device):
-            logits_BTV, _ = model(batch.src_BS, batch.src_len_B, batch.tgt_in_BT)
-        loss = loss_fn(logits_BTV, batch.tgt_out_BT, cfg.label_smoothing, reduction="sum")
+        with autocast(cfg.precision, device):  # the output layer and the loss in slices
+            loss = model.loss(
+                batch.src_BS,
+                batch.src_len_B,
+                batch.tgt_in_BT,
+                batch.tgt_out_BT,
+                cfg.label_smoothing,
+            )
         (loss / total_tokens).backward()
         loss_sum += loss.item()
     if world.size > 1:
@@ -838,10 +843,6 @@ class DevScores:
     hyps: list[str]
 
 
-# Most logits (rows x steps x vocabulary) per teacher-forced forward pass when validating: a
-# whole 500-sentence Multi30k batch took ~1 GB of logits, twice the memory of training itself;
-# the date task's 1,000 dev items fit in one pass (16 passes of 64 cost it ~0.1 s each time).
-LOSS_LOGITS = 64 * 30 * 8000
 # learning_curve.png is redrawn at a validation only if the last drawing is at least this old
 # (drawing takes ~0.3 s, more than a validation of the date task), and always at the end.
 CURVE_EVERY_SECONDS = 20.0
@@ -880,12 +881,9 @@ def evaluate(
     batches = []
     for batch in iterate_batches(data, cfg.train.eval_batch_size, bucketing=True):
         batch = batch.to(device)
-        # The loss a slice of rows at a time (LOSS_LOGITS)
-        V = model.decoder.output.out_features
-        per_slice = max(1, LOSS_LOGITS // (batch.tgt_in_BT.shape[1] * V))
-        for rows in torch.arange(batch.src_BS.shape[0]).split(per_slice):
-            logits_BTV, _ = model(batch.src_BS[rows], batch.src_len_B[rows], batch.tgt_in_BT[rows])
-            loss_sum += float(loss_fn(logits_BTV, batch.tgt_out_BT[rows], reduction="sum"))
+        # the output layer and the loss a slice of rows at a time (jumok.loss)
+        loss = model.loss(batch.src_BS, batch.src_len_B, batch.tgt_in_BT, batch.tgt_out_BT)
+        loss_sum += float(loss)
         token_sum += batch.n_target_tokens
         batches.append(batch)
     # greedy search streams the batches through eval_batch_size slots (jumok.search)

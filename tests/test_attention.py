@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jumok.attention import DotAttention, dot_scores, masked_softmax
+from jumok.attention import DotAttention, build_attention, dot_scores, masked_softmax
 
 
 def _inputs(B=3, T=4, S=6, H=5, seed=0, dtype=torch.float32):
@@ -105,3 +106,61 @@ def test_shape_errors_name_expected_and_actual():
         assert "expected (3, T, 5)" in str(err) and "(3, 4, 2)" in str(err)
     else:
         raise AssertionError("a wrong query width must be rejected")
+
+
+@pytest.mark.parametrize("kind", ["dot", "scaled_dot", "general"])
+def test_step_attention_gives_the_modules_outputs_and_gradients(kind):
+    # a training loop's attention (one query per step, the keys' and values' gradients summed
+    # once at the end) against the module's own forward, step by step under autograd
+    from jumok.attention import StepAttention, step_attention
+
+    torch.manual_seed(3)
+    B, S, T, H = 3, 6, 5, 4
+    module = build_attention(kind, H, H)
+    assert step_attention(module) and not step_attention(build_attention("additive", H, H))
+    hs0 = torch.randn(B, S, H)
+    mask_BS = torch.arange(S)[None] < torch.tensor([6, 2, 4])[:, None]
+    queries0 = torch.randn(T, B, 1, H)
+    results = []
+    for deferred in (False, True):
+        module.zero_grad()
+        hs = hs0.clone().requires_grad_()
+        queries = queries0.clone().requires_grad_()
+        keys = module.prepare_keys(hs)
+        attend = StepAttention(module, hs, mask_BS, keys) if deferred else None
+        q_B1H, outs = queries[0], []
+        for t in range(T):
+            context, weights = attend(q_B1H) if attend else module(q_B1H, hs, mask_BS, keys)
+            assert weights[~mask_BS.unsqueeze(1)].abs().sum() == 0
+            outs.append((context, weights))
+            q_B1H = queries[t] + context.tanh()  # the next query reads this step's context
+        loss = sum((c * c).sum() + (w * torch.arange(S)).sum() for c, w in outs)
+        loss.backward()
+        params = [p.grad.clone() for p in module.parameters()]
+        results.append((loss.detach(), hs.grad.clone(), queries.grad.clone(), params))
+    plain, step = results
+    torch.testing.assert_close(step[0], plain[0])
+    torch.testing.assert_close(step[1], plain[1])
+    torch.testing.assert_close(step[2], plain[2])
+    for a, b in zip(step[3], plain[3], strict=True):
+        torch.testing.assert_close(a, b)
+    assert plain[1].abs().sum() > 0
+
+
+def test_step_attention_computes_in_float32_under_bf16_autocast():
+    from jumok.attention import StepAttention
+
+    torch.manual_seed(4)
+    module = build_attention("general", 8, 8)
+    hs = torch.randn(2, 5, 8, requires_grad=True)
+    mask_BS = torch.ones(2, 5, dtype=torch.bool)
+    q_B1H = torch.randn(2, 1, 8, requires_grad=True)
+    with torch.no_grad():
+        want, _ = module(q_B1H, hs, mask_BS)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        keys = module.prepare_keys(hs)  # bf16 under autocast
+        context, weights = StepAttention(module, hs, mask_BS, keys)(q_B1H)
+    assert context.dtype == weights.dtype == torch.float32
+    assert (context - want).abs().max() < 0.05
+    context.sum().backward()
+    assert hs.grad.dtype == torch.float32 and q_B1H.grad.abs().sum() > 0

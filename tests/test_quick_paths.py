@@ -1,6 +1,6 @@
 """Faster paths of training and the command line that must not change a result: the dev
-loss in slices, BLEU and chrF only where they mean something, padding, unknown counts, and
-the jumok program's quick exit."""
+loss (output layer and loss in slices), BLEU and chrF only where they mean something,
+padding, unknown counts, and the jumok program's quick exit."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import pytest
 import torch
 from test_train import ROOT, small_config
 
+from jumok import loss as loss_module
 from jumok import train as train_module
-from jumok.data import encode_pairs, pad
+from jumok.data import encode_pairs, iterate_batches, pad
 from jumok.model import build_model
 from jumok.synthetic import generate
 from jumok.vocab import UNK, UNK_ID, Vocab, tokenize_chars
@@ -29,11 +30,18 @@ def _dev(cfg):
     return model, data, pairs, detok
 
 
-def test_the_dev_loss_is_the_same_in_one_pass_or_in_slices(monkeypatch):
+def test_the_dev_loss_is_the_plain_cross_entropy_in_any_slices(monkeypatch):
     cfg = small_config("train.eval_batch_size=50")
     model, data, pairs, detok = _dev(cfg)
     whole = train_module.evaluate(model, data, pairs, detok, cfg, torch.device("cpu"))
-    monkeypatch.setattr(train_module, "LOSS_LOGITS", 1)  # one row per pass
+    plain_sum, tokens = 0.0, 0
+    with torch.no_grad():
+        for batch in iterate_batches(data, 50):
+            logits_BTV, _ = model(batch.src_BS, batch.src_len_B, batch.tgt_in_BT)
+            plain_sum += float(train_module.loss_fn(logits_BTV, batch.tgt_out_BT, reduction="sum"))
+            tokens += batch.n_target_tokens
+    assert whole.loss == pytest.approx(plain_sum / tokens, rel=1e-5)
+    monkeypatch.setattr(loss_module, "SLICE_LOGITS", 1)  # one row per slice
     sliced = train_module.evaluate(model, data, pairs, detok, cfg, torch.device("cpu"))
     assert sliced.loss == pytest.approx(whole.loss, rel=1e-5)
     assert sliced.hyps == whole.hyps
