@@ -29,3 +29,10 @@ def test_every_config_field_is_documented():
 def test_packaged_demo_config_is_the_example():
     packaged = (ROOT / "jumok/resources/date.yaml").read_bytes()
     assert packaged == (ROOT / "examples/date.yaml").read_bytes()
+
+
+def test_the_readme_lists_every_module():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for path in sorted((ROOT / "jumok").glob("*.py")):
+        if not path.name.startswith("__"):
+            assert f"\n  {path.name} " in readme, f"README.md's layout misses jumok/{path.name}"
