@@ -139,3 +139,28 @@ def test_decoding_steps_use_one_fused_product_and_give_the_same_states():
         fast.feed.weight.add_(1.0)
         changed = fast.start(x_BTI).step(feed_BH, state)
     assert not torch.allclose(changed[0], got[0])
+
+
+@pytest.mark.parametrize("uses", ["both", "h", "c"])
+def test_the_cell_matches_the_textbook_lstm_cell_forward_and_backward(uses):
+    # jumok's cell (one sigmoid for the four gates, tanh as 2 sigmoid(2x) - 1) against the
+    # textbook LSTM cell, when the loss reads h, c or both
+    from jumok.feeding import lstm_cell
+
+    torch.manual_seed(7)
+    gates0, c0 = torch.randn(B, 4 * H) * 2, torch.randn(B, H)
+    grads = []
+    for fast in (True, False):
+        gates, c = gates0.clone().requires_grad_(), c0.clone().requires_grad_()
+        if fast:
+            h_new, c_new = lstm_cell(gates, c)
+        else:
+            i, f, g, o = gates.chunk(4, dim=1)
+            c_new = f.sigmoid() * c + i.sigmoid() * g.tanh()
+            h_new = o.sigmoid() * c_new.tanh()
+        loss = {"both": (h_new * 3).sum() + (c_new**2).sum(), "h": h_new.pow(2).sum()}
+        loss["c"] = c_new.sum()
+        loss[uses].backward()
+        grads.append((h_new.detach(), c_new.detach(), gates.grad, c.grad))
+    for got, want in zip(*grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
