@@ -18,11 +18,11 @@ import base64
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from safetensors import SafetensorError
@@ -59,17 +59,27 @@ def atomic_write_bytes(path: str | Path, payload: bytes) -> None:
         WriteError: the write failed (a full disk, no permission); ``path`` is unchanged and the
             temporary file is removed.
     """
+    atomic_write(path, lambda f: _write_all(f, payload))
+
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
+    """Have ``write`` fill a temporary file (opened for binary writing, seekable), then fsync it
+    and rename it to ``path``: what a large payload uses, streamed to disk rather than built in
+    memory first.
+
+    Raises:
+        WriteError: as :func:`atomic_write_bytes`.
+    """
     path = Path(path)
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     except OSError as err:
         raise _write_error(path, err) from None
     try:
-        try:
-            _write_all(fd, payload)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
@@ -79,11 +89,9 @@ def atomic_write_bytes(path: str | Path, payload: bytes) -> None:
     _fsync_dir(path.parent)
 
 
-def _write_all(fd: int, payload: bytes) -> None:
-    """``os.write`` until every byte is written (one call may write fewer)."""
-    view = memoryview(payload)
-    while view:
-        view = view[os.write(fd, view) :]
+def _write_all(f: BinaryIO, payload: bytes) -> None:
+    """Write every byte of ``payload`` (a seam for the tests' full disk)."""
+    f.write(payload)
 
 
 def _write_error(path: Path, err: OSError) -> WriteError:

@@ -32,12 +32,12 @@ import sys
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
 
-from jumok.checkpoint import atomic_write_bytes, atomic_write_text, read_file
+from jumok.checkpoint import atomic_write, atomic_write_text, read_file
 from jumok.config import Config, config_from_yaml, config_to_yaml
 from jumok.errors import RunDirError
 from jumok.schedules import EarlyStopping, Schedule
@@ -205,16 +205,50 @@ def _restore_rng(rng: dict[str, Any]) -> None:
 
 # ------------------------------------------------------------------------------- the file
 def save_state(path: Path, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` atomically, with its size and SHA-256 in a header."""
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    payload = buffer.getvalue()
-    header = {
-        "format_version": FORMAT_VERSION,
-        "bytes": len(payload),
-        "sha256": hashlib.sha256(payload).hexdigest(),
-    }
-    atomic_write_bytes(path, MAGIC + json.dumps(header).encode("ascii") + b"\n" + payload)
+    """Write ``state`` to ``path`` atomically, with its size and SHA-256 in a header.
+
+    The payload is streamed to the file and hashed on the way; the header line, reserved as
+    :data:`HEADER_WIDTH` spaces, is filled in afterwards (JSON ignores the padding). Building
+    the ~150 MB payload in memory first made every save a peak of the run's memory.
+    """
+
+    def write(f: BinaryIO) -> None:
+        f.write(MAGIC)
+        header_at = f.tell()
+        f.write(b" " * HEADER_WIDTH + b"\n")
+        hashing = _Hashing(f)
+        torch.save(state, hashing)
+        header = {
+            "format_version": FORMAT_VERSION,
+            "bytes": hashing.size,
+            "sha256": hashing.sha256.hexdigest(),
+        }
+        line = json.dumps(header).encode("ascii")
+        f.seek(header_at)
+        f.write(line.ljust(HEADER_WIDTH))
+        f.seek(0, os.SEEK_END)
+
+    atomic_write(path, write)
+
+
+# Bytes reserved for the header line of a resumable state (it takes ~110).
+HEADER_WIDTH = 256
+
+
+class _Hashing:
+    """A write-only file that passes what it is given to ``f``, counting and hashing it."""
+
+    def __init__(self, f: BinaryIO):
+        self.f, self.size, self.sha256 = f, 0, hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.f.write(data)
+        self.sha256.update(data)
+        self.size += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self.f.flush()
 
 
 def load_state(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

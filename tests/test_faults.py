@@ -151,13 +151,13 @@ def test_a_full_disk_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path,
     def sha256(path: Path) -> str:
         return hashlib.sha256(path.read_bytes()).hexdigest()
 
-    def disk_fills_during_a_checkpoint(fd: int, payload: bytes) -> None:
+    def disk_fills_during_a_checkpoint(f, payload: bytes) -> None:
         # A safetensors file starts with its header's length, then '{'. The disk fills halfway.
         if state["armed"] and payload[8:9] == b"{":
             state["before"] = {n: sha256(run / n) for n in ("last.safetensors", "best.safetensors")}
-            real_write(fd, payload[: len(payload) // 2])
+            real_write(f, payload[: len(payload) // 2])
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        real_write(fd, payload)
+        real_write(f, payload)
 
     def log(line: str) -> None:
         if line.startswith("epoch 1/2 step 7 "):
