@@ -7,17 +7,18 @@ batch of 64 long sentences gives N ~ 3,000 rows of V ~ 8,000: ~100 MB per float3
 ten passes of memory traffic over them per update.
 
 :func:`output_cross_entropy` computes the same loss and gradients a slice of rows at a time
-(``SLICE_LOGITS`` logits per slice). For each slice, in the forward pass, it computes the logits,
-their log-sum-exp, the loss, and at once the gradient of the loss with respect to the logits,
-``softmax - q`` (q: the target distribution, one-hot or label-smoothed), and from it the
-gradients of the features, the weight and the bias. Only those gradients are kept; the backward
-pass scales them by the incoming gradient (the loss is a sum, so that is one number). No (N, V)
-tensor ever exists. Under autocast the products run in its dtype (bf16), as ``nn.Linear``'s
-would, and the softmax in float32.
+(``SLICE_LOGITS`` logits per slice), padding rows (``ignore_index``) left out. For each slice,
+in the forward pass, it computes the logits, their softmax p (float32, one pass), the loss
+``-log p_target``, and at once the gradient of the loss with respect to the logits, ``p - q``
+(q: the target distribution, one-hot or label-smoothed), and from it the gradients of the
+features, the weight and the bias. Only those gradients are kept; the backward pass scales them
+by the incoming gradient (the loss is a sum, so that is one number). No (N, V) tensor ever
+exists. Under autocast the products run in its dtype (bf16), as ``nn.Linear``'s would. A row
+whose p_target is below ``1e-30`` (float32 would lose it) takes ``lse - z_target`` instead.
 
 Label smoothing is PyTorch's: q = (1 - eps) one_hot + eps / V, so a row's loss is
 ``(1 - eps) * (lse - z_target) + eps * (lse - mean(z))`` (z: the row's logits, lse: their
-log-sum-exp). Padding rows (``ignore_index``) add nothing.
+log-sum-exp, here ``z_target - log p_target``).
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-# Most logits per slice (rows x V): 8 Mi float32 entries, 32 MB. On the Task B output layer
-# (512 -> 7,794, bf16) slices of 2 Mi made an update's loss 5% slower than the plain way at 1,040
-# rows, while 8 Mi was no slower there and 1.35x faster at 3,000 rows (measured here).
+# Most logits per slice (rows x V): 4 Mi float32 entries, 16 MB. On the Task B output layer
+# (512 -> 7,794, bf16) slices of 1-2 Mi made the loss slower than the plain way at ~1,100 rows
+# (thinner weight-gradient products); 4 Mi was no slower there and ~1.35x faster than the plain
+# way at 3,000 rows, as was 8 Mi (measured here). Below 32 MB a slice's buffers are reused by
+# glibc rather than mapped afresh, and a softmax over 34 MB took 17x the time of one over 12 MB.
 SLICE_LOGITS = 2**22
 
 
