@@ -288,8 +288,9 @@ class Decoder(nn.Module):
         summary_BTK: Tensor | None,
         gates_BTG: Tensor | None = None,
     ) -> tuple[Tensor, DecoderState, Tensor | None]:
-        """Input feeding: step t's input is [x_t; attentional vector of step t - 1]; returns what
-        the output layer reads at each step (``gates_BTG``: layer 0's part of the gates from x, when looked up per token)."""
+        """Input feeding: step t's input is [x_t; attentional vector of step t - 1]. Returns what
+        the output layer reads at each step. ``gates_BTG``: layer 0's part of the gates from x,
+        when looked up per token."""
         rnn_state, feed_BH = state.rnn, state.feed_BH
         outs, weights = [], []
         steps = None

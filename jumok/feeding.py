@@ -180,11 +180,8 @@ class FedSteps:
         # backward stacks the T step gradients once.
         self.pre_steps = None if gates_BTG is None else gates_BTG.unbind(1)
         linears = [lstm.feed, *lstm.recurrent, *lstm.inputs[1:]]
-        self.feed_and_h = None  # training: layer 0's [W_f | W_h] as one product per step
         if deferred_gradients(lstm.feed.weight):
-            device = x_BTI.device.type
-            linears = [StepLinear(m, device) for m in linears]
-            self.feed_and_h = StepLinear.joined((lstm.feed, lstm.recurrent[0]), device)
+            linears = [StepLinear(m, x_BTI.device.type) for m in linears]
         L = lstm.num_layers
         self.feed, self.recurrent, self.inputs = linears[0], linears[1 : 1 + L], linears[1 + L :]
 
@@ -209,9 +206,6 @@ class FedSteps:
             weight_GK = self.fused[0]
             both_BK = torch.cat([feed_BF, h_LBH[0]], dim=1).to(weight_GK.dtype)
             gates_BG = torch.addmm(self.pre_steps[self.t], both_BK, weight_GK.t())
-        elif self.feed_and_h is not None:
-            both_BK = torch.cat([feed_BF, h_LBH[0]], dim=1)
-            gates_BG = self.pre_steps[self.t] + self.feed_and_h(both_BK)
         else:
             gates_BG = self.pre_steps[self.t] + self.feed(feed_BF) + self.recurrent[0](h_LBH[0])
         self.t += 1
@@ -299,25 +293,16 @@ class StepLinear:
     Make one per loop (per forward pass); for inference call the ``nn.Linear`` itself.
     """
 
-    def __init__(self, linear: nn.Linear, device_type: str, weight_OI: Tensor | None = None):
-        weight_OI = linear.weight if weight_OI is None else weight_OI
+    def __init__(self, linear: nn.Linear, device_type: str):
         dtype = (
             torch.get_autocast_dtype(device_type)
             if torch.is_autocast_enabled(device_type)
-            else weight_OI.dtype
+            else linear.weight.dtype
         )
-        self.weight_OI = weight_OI.to(dtype)
+        self.weight_OI = linear.weight.to(dtype)
         self.bias_O = None if linear.bias is None else linear.bias.to(dtype)
         self.steps: list[tuple[Tensor, Tensor]] = []  # (x, g) of every step whose backward ran
         self.calls = 0
-
-    @classmethod
-    def joined(cls, linears: tuple[nn.Linear, ...], device_type: str) -> StepLinear:
-        """Bias-free layers with one output size, applied to the concatenation of their inputs:
-        one product per step instead of one per layer (autograd splits the weight gradient)."""
-        if any(m.bias is not None for m in linears):
-            raise ValueError("joined: only layers without a bias can be joined")
-        return cls(linears[0], device_type, torch.cat([m.weight for m in linears], dim=1))
 
     def __call__(self, x_BI: Tensor) -> Tensor:  # (B, ..., I) like nn.Linear
         first = self.calls == 0
