@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import os
 
-# oneDNN (PyTorch's CPU kernels for LSTMs and bf16 matrix products) keeps up to 1,024 compiled
-# kernels, one per shape it has seen, each with its buffers. Batches of varying lengths keep
-# adding shapes, and a Multi30k training run grew from ~1.0 to 1.43 GB resident over 400
-# updates; with 32 kept the peak was 1.22 GB at the same speed (measured here). A value the
-# user set is kept. oneDNN reads it when it first runs, so importing jumok before running any
+# PyTorch's CPU kernels for LSTMs and bf16 matrix products (oneDNN, through ideep) compile one
+# kernel per shape they see and keep it, with its buffers, in two caches of up to 1,024 entries
+# each: oneDNN's own (ONEDNN_PRIMITIVE_CACHE_CAPACITY) and ideep's (LRU_CACHE_CAPACITY).
+# Batches of varying lengths keep adding shapes, so a training run's resident set grew for
+# as long as the caches had room: ~100 MB an epoch on Multi30k, past 1.5 GB. With 32 kept in
+# each, the C heap in use stayed at 358 MB over 300 updates instead of growing from 422 to
+# 510 MB, at the same speed (benchmarks in docs/benchmarks.md). A value the user set is kept.
+# Both are read when the first such kernel runs, so importing jumok before running any
 # PyTorch operation is enough.
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "32")
+os.environ.setdefault("LRU_CACHE_CAPACITY", "32")
 
 __version__ = "0.1.0"
 __all__ = ["__version__", "load"]
