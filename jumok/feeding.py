@@ -141,10 +141,10 @@ class InputFeedingLSTM(nn.Module):
         self.clear_cache()
         return super().train(mode)
 
-    def start(self, x_BTI: Tensor, gates_BTG: Tensor | None = None) -> FedSteps:
+    def start(self, x_BTI: Tensor | None, gates_BTG: Tensor | None = None) -> FedSteps:
         """Begin a loop over the T steps of ``x_BTI`` (what every step reads besides the feed);
         ``gates_BTG``, when given, is layer 0's part of the gates from ``x_BTI``
-        (:meth:`token_gates`)."""
+        (:meth:`token_gates`), and ``x_BTI`` may then be None."""
         return FedSteps(self, x_BTI, gates_BTG)
 
 
@@ -163,14 +163,17 @@ def _compute_dtype(x: Tensor, weight: Tensor) -> torch.dtype:
 class FedSteps:
     """One pass of :class:`InputFeedingLSTM` over T steps, taken one :meth:`step` at a time."""
 
-    def __init__(self, lstm: InputFeedingLSTM, x_BTI: Tensor, gates_BTG: Tensor | None = None):
+    def __init__(
+        self, lstm: InputFeedingLSTM, x_BTI: Tensor | None, gates_BTG: Tensor | None = None
+    ):
         self.lstm = lstm
         self.t = 0
         # Decoding (one step per call, no gradient): layer 0's products in one, with the
         # weights concatenated once (the inputs' part looked up per token when gates_BTG is
         # given). Training: the inputs' part of every step in one product.
         with_inputs = gates_BTG is None
-        self.fused = None if torch.is_grad_enabled() else lstm.fused_layer0(x_BTI, with_inputs)
+        given = x_BTI if with_inputs else gates_BTG
+        self.fused = None if torch.is_grad_enabled() else lstm.fused_layer0(given, with_inputs)
         self.x_BTI = x_BTI
         if gates_BTG is None and self.fused is None:
             gates_BTG = lstm.inputs[0](x_BTI)
@@ -181,7 +184,7 @@ class FedSteps:
         self.pre_steps = None if gates_BTG is None else gates_BTG.unbind(1)
         linears = [lstm.feed, *lstm.recurrent, *lstm.inputs[1:]]
         if deferred_gradients(lstm.feed.weight):
-            linears = [StepLinear(m, x_BTI.device.type) for m in linears]
+            linears = [StepLinear(m, given.device.type) for m in linears]
         L = lstm.num_layers
         self.feed, self.recurrent, self.inputs = linears[0], linears[1 : 1 + L], linears[1 + L :]
 
@@ -216,6 +219,8 @@ class FedSteps:
             h_BH, c_BH = lstm_cell(gates_BG, c_LBH[layer])
             hs.append(h_BH)
             cs.append(c_BH)
+        if len(hs) == 1:  # one layer: views, not copies
+            return hs[0], (hs[0].unsqueeze(0), cs[0].unsqueeze(0))
         return hs[-1], (torch.stack(hs), torch.stack(cs))
 
 

@@ -10,6 +10,8 @@ import math
 import pytest
 import torch
 from conftest import SRC_V, TGT_V, random_batch, tiny_model_config
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_variants import variant
 
 from jumok.beam import (
@@ -20,6 +22,7 @@ from jumok.beam import (
     coverage,
     length_normalizer,
     prune,
+    prune_chunked,
 )
 from jumok.model import build_model
 from jumok.sampling import SamplingOptions, sample
@@ -156,6 +159,34 @@ def test_prune_equals_the_top_2k_over_every_row_and_token():
     scores, beam, token, _ = prune(torch.zeros(B), logp_NV[:B].clone(), 1, K)
     torch.testing.assert_close(scores, logp_NV[:B].topk(2 * K, dim=1).values)
     assert not beam.any()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    B=st.integers(1, 4),
+    K=st.integers(1, 6),
+    V=st.integers(1, 70),
+    chunk=st.integers(1, 16),
+    first=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_prune_chunked_finds_the_same_continuations(B, K, V, chunk, first, seed):
+    g = torch.Generator().manual_seed(seed)
+    width = 1 if first else K
+    logp_NV = torch.randn(B * width, V, generator=g).log_softmax(-1)
+    logp_NV[torch.rand(B * width, V, generator=g) < 0.2] = -math.inf  # blocked tokens
+    scores_N = torch.randn(B * width, generator=g) * 3
+    scores_N[torch.rand(B * width, generator=g) < 0.2] = -math.inf  # dead rows
+    totals = (scores_N.unsqueeze(1) + logp_NV).view(B, width * V)
+    expected = totals.topk(min(2 * K, width * V), dim=1).values
+    scores, beam, token, logp = prune_chunked(scores_N, logp_NV, width, K, chunk)
+    assert scores.shape[1] >= min(2 * K, width * V)
+    torch.testing.assert_close(scores[:, : expected.shape[1]], expected)
+    live = scores > -math.inf  # which continuation a tie at -inf picks does not matter
+    rows = torch.arange(B).unsqueeze(1) * width + beam
+    assert ((token < V) | ~live).all()
+    torch.testing.assert_close(logp[live], logp_NV[rows, token.clamp(max=V - 1)][live])
+    torch.testing.assert_close(scores[live], (scores_N[rows] + logp)[live])
 
 
 @pytest.mark.parametrize("attention", ["dot", "general", "additive"])
