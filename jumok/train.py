@@ -68,6 +68,7 @@ from jumok.data import (
 )
 from jumok.distributed import SINGLE, World, current_world
 from jumok.errors import ConfigError, DataError, RunDirError, WriteError
+from jumok.feeding import without_token_tables
 from jumok.metrics import bleu, chrf, exact_match, token_accuracy
 from jumok.model import Seq2Seq, build_model
 from jumok.resume import (
@@ -907,10 +908,15 @@ def evaluate(
             )
         token_sum += batch.n_target_tokens
         batches.append(batch)
-    # greedy search streams the batches through eval_batch_size slots (jumok.search)
-    found = greedy_stream(
-        model, [(b.src_BS, b.src_len_B) for b in batches], max_length, cfg.train.eval_batch_size
-    )
+    # greedy search streams the batches through eval_batch_size slots (jumok.search), without
+    # the decoding-only token tables (they would sit on top of training's memory)
+    with without_token_tables():
+        found = greedy_stream(
+            model,
+            [(b.src_BS, b.src_len_B) for b in batches],
+            max_length,
+            cfg.train.eval_batch_size,
+        )
     for batch, hyps_B in zip(batches, found, strict=True):
         for i, hyp in zip(batch.index_B.tolist(), hyps_B, strict=True):
             hyps[i] = detokenize(hyp.token_ids)

@@ -113,3 +113,24 @@ def test_validation_after_a_fused_adam_step_sees_the_new_weights():
 
 def _sizes(model) -> tuple[int, int]:
     return model.encoder.embedding.num_embeddings, model.decoder.embedding.num_embeddings
+
+
+def test_validation_decodes_without_token_tables_and_gets_the_same_output():
+    # a validation builds no token-gate table (it would sit on top of training's memory); its
+    # outputs are those of decoding with the table
+    from jumok.search import greedy_stream
+
+    cfg = small_config("model.decoder.input_feeding=true")
+    model, data, pairs, detok = _dev(cfg)
+    scores = train_module.evaluate(model, data, pairs, detok, cfg, torch.device("cpu"))
+    assert "_table" not in model.decoder.rnn.__dict__
+    batches = list(iterate_batches(data, 50, bucketing=True))
+    max_length = int(data.tgt_len_N.max()) + 5
+    with torch.no_grad():
+        found = greedy_stream(model, [(b.src_BS, b.src_len_B) for b in batches], max_length, 50)
+    assert "_table" in model.decoder.rnn.__dict__  # decoding outside a validation uses it
+    hyps = [""] * len(pairs)
+    for batch, hyps_B in zip(batches, found, strict=True):
+        for i, hyp in zip(batch.index_B.tolist(), hyps_B, strict=True):
+            hyps[i] = detok(hyp.token_ids)
+    assert hyps == scores.hyps
