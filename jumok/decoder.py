@@ -261,7 +261,7 @@ class Decoder(nn.Module):
     ) -> tuple[Tensor, DecoderState, Tensor | None]:
         """:meth:`forward` without the output layer: what it reads at each step (features_BTF),
         the state after the last step, and the attention weights."""
-        if tgt_in_BT.shape[1] == 1 and self._token_table_step(tgt_in_BT):
+        if tgt_in_BT.shape[1] == 1 and self._token_table_step():
             return self._generation_step(tgt_in_BT, state, enc)
         emb_BTE = self.embedding_dropout(self.embedding(tgt_in_BT))
         summary_BTK = None
@@ -275,7 +275,7 @@ class Decoder(nn.Module):
         out_BTF, weights_BTS = self._attend(h_BTH, enc, summary_BTK)
         return out_BTF, DecoderState(rnn_state), weights_BTS
 
-    def _token_table_step(self, tgt_in_B1: Tensor) -> bool:
+    def _token_table_step(self) -> bool:
         """Whether a generation step looks layer 0's input gates up in the token table
         (:meth:`InputFeedingLSTM.token_gates`): input feeding with jumok's LSTM, no Peeky
         summary, no gradients, evaluation mode."""
