@@ -115,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="write an attention heatmap per input into DIR (the n-best side by side)",
     )
+    p.add_argument(
+        "--report-time",
+        action="store_true",
+        help="print on stderr the translation time (reading and tokenizing the input, search, "
+        "detokenizing; model load and writing the output excluded), inputs/s and output "
+        "tokens/s, and the model load time",
+    )
     p.set_defaults(func=cmd_translate)
 
     p = sub.add_parser(
@@ -530,11 +537,15 @@ def format_text(results: list[Translation], n_best: int) -> list[str]:
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
+    import time
+
     from jumok.translator import load
 
+    started = time.perf_counter()
     translator = load(
         args.run_dir, which=args.checkpoint
     )  # a bad run dir fails before stdin is read
+    loaded = time.perf_counter()
     options = decode_options(args)
     opts = translator.options(max_length=args.max_length, batch_size=args.batch_size, **options)
     if args.plot is not None:
@@ -552,6 +563,8 @@ def cmd_translate(args: argparse.Namespace) -> int:
         rerank=reranker(args),
         **options,
     )
+    if args.report_time:
+        _report_time(results, time.perf_counter() - loaded, loaded - started)
     if args.format == "jsonl":
         lines = [json.dumps(r.to_dict(), ensure_ascii=False) for r in results]
     else:
@@ -569,6 +582,18 @@ def cmd_translate(args: argparse.Namespace) -> int:
     if args.plot is not None:
         _plot_translations(args.plot, results)
     return 0
+
+
+def _report_time(results: list[Translation], seconds: float, load_seconds: float) -> None:
+    """``--report-time``: what OpenNMT-py's ``-report_time`` gives, measured the same way
+    (from the loaded model to the last output, before it is written)."""
+    tokens = sum(len(r.tokens) for r in results)  # the best hypothesis of each, eos included
+    print(
+        f"translation time: {seconds:.2f} s for {len(results):,} inputs "
+        f"({len(results) / max(seconds, 1e-9):,.1f} inputs/s, "
+        f"{tokens / max(seconds, 1e-9):,.0f} output tokens/s); model load {load_seconds:.2f} s",
+        file=sys.stderr,
+    )
 
 
 def _plot_translations(folder: Path, results: list[Translation]) -> None:

@@ -55,6 +55,30 @@ def test_translate_text_and_jsonl(run_dir, tmp_path, capsys):
     assert isinstance(first["score"], float)
 
 
+def test_report_time(run_dir, tmp_path, capsys):
+    """--report-time prints the translation time and rates on stderr; stdout is unchanged."""
+    import re
+
+    inputs = tmp_path / "in.txt"
+    inputs.write_text("september 27, 1994\n9/27/94\n1/2/03\n", encoding="utf-8")
+    assert main(["translate", str(run_dir), "--input", str(inputs)]) == 0
+    plain = capsys.readouterr().out
+    assert main(["translate", str(run_dir), "--input", str(inputs), "--report-time"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == plain
+    found = re.search(
+        r"translation time: ([0-9.]+) s for 3 inputs \(([0-9.,]+) inputs/s, ([0-9,]+) output "
+        r"tokens/s\); model load ([0-9.]+) s",
+        captured.err,
+    )
+    assert found, captured.err
+    seconds, per_second = float(found[1]), float(found[2].replace(",", ""))
+    assert seconds > 0 and float(found[4]) > 0
+    # the rate is 3 inputs over the time, which is printed rounded to 0.01 s (the 0.1 of the
+    # rate's own rounding is added)
+    assert abs(per_second * seconds - 3) <= per_second * 0.005 + 0.1 * seconds
+
+
 def test_python_api_matches_cli(run_dir):
     import jumok
 

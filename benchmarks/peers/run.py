@@ -20,6 +20,9 @@ Tasks:
 - ``multi30k`` (Task B): ``--minutes`` of training from process launch (the peers are stopped by
   a signal, jumok by ``train.max_seconds``); jumok runs the peers' settings (fp32, no label
   smoothing, constant rate) and again in bf16, its recipe's precision.
+- ``decode``: test2016 decoded greedy and beam 5 with the Task B models of the last
+  ``multi30k`` run, OpenNMT-py and jumok (``--jumok-variants``) alternating for ``--rounds``
+  rounds; each system's own report of its generation time, BLEU beside it (``decode.py``).
 
 Throughput is training target tokens per second (non-pad, end-of-sentence included) as each
 toolkit logs it, start-up and validation excluded (``throughput.py``); peak memory is the
@@ -28,6 +31,7 @@ largest resident set of the training process (``peak.py``).
     .venv/bin/python benchmarks/peers/run.py                        # both tasks: 1 epoch, 3 min
     .venv/bin/python benchmarks/peers/run.py --task multi30k --minutes 20 --json peers.jsonl
     .venv/bin/python benchmarks/peers/run.py --task date --epochs 3 --systems onmt jumok
+    .venv/bin/python benchmarks/peers/run.py --task decode --rounds 3
 
 Every process's output is kept in ``WORK/logs/TIMESTAMP/TASK-SYSTEM.log``, its run in
 ``WORK/runs/TASK-SYSTEM`` (replaced by the next run). Needs ``../shared/data`` beside the
@@ -48,6 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 
+import decode
 import envs
 import prepare
 import throughput
@@ -319,29 +324,56 @@ def print_tables(task: str, setting: str, records: list[dict]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", choices=["date", "multi30k", "all"], default="all")
+    parser.add_argument("--task", choices=["date", "multi30k", "decode", "all"], default="all")
     parser.add_argument("--minutes", type=float, default=3.0, help="multi30k: budget per run")
     parser.add_argument("--epochs", type=int, default=1, help="date: epochs per run")
     parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
     parser.add_argument("--work", type=Path, default=ROOT / "bench-work", help="data, runs, logs")
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--json", type=Path, help="also append the JSON lines to this file")
+    parser.add_argument("--rounds", type=int, default=3, help="decode: rounds of every system")
+    parser.add_argument(
+        "--jumok-run",
+        type=Path,
+        help="decode: jumok's model (default WORK/runs/multi30k-jumok-bf16)",
+    )
+    parser.add_argument(
+        "--jumok-variants",
+        nargs="+",
+        choices=list(decode.JUMOK_VARIANTS),
+        default=["bf16", "int8"],
+        help="decode: jumok's arithmetic",
+    )
     args = parser.parse_args()
     if not args.shared.is_dir():
         sys.exit(
             f"peers: {args.shared} is missing: the benchmark needs the shared data sets "
             "(dlfs2/date.txt, multi30k/) beside the repository, or --shared DIR"
         )
-    tasks = ["date", "multi30k"] if args.task == "all" else [args.task]
+    tasks = ["date", "multi30k", "decode"] if args.task == "all" else [args.task]
     work, logs = args.work.resolve(), args.work.resolve() / "logs" / time.strftime("%Y%m%d-%H%M%S")
     logs.mkdir(parents=True)
-    if "joeynmt" in args.systems:
+    training = [task for task in tasks if task != "decode"]
+    if "joeynmt" in args.systems and training:
         envs.ensure(envs.JOEYNMT, logs / "install-joeynmt.log")
-    if "onmt" in args.systems or "onmt-bi" in args.systems:
+    if training and ("onmt" in args.systems or "onmt-bi" in args.systems) or "decode" in tasks:
         envs.ensure(envs.ONMT, logs / "install-onmt.log")
+
+    def report(record: dict) -> None:
+        print(json.dumps(record), flush=True)
+        if args.json:
+            with args.json.open("a", encoding="utf-8") as out:
+                out.write(json.dumps(record) + "\n")
 
     failed: list[dict] = []
     for task in tasks:
+        if task == "decode":
+            prepare.prepare_multi30k(args.shared, work / "data" / "multi30k")
+            found = decode.run_decode(
+                work, logs, args.rounds, args.jumok_run, args.jumok_variants, report
+            )
+            failed += [r for r in found if "error" in r]
+            continue
         if task == "date":
             made = prepare.prepare_date(args.shared, work / "data" / "date")
             runs = date_runs(work, args.epochs)
@@ -357,10 +389,7 @@ def main() -> None:
                 continue
             record = execute(run, task, logs)
             records.append(record)
-            print(json.dumps(record), flush=True)
-            if args.json:
-                with args.json.open("a", encoding="utf-8") as out:
-                    out.write(json.dumps(record) + "\n")
+            report(record)
         setting += f", one after another; {os.cpu_count()} CPUs, torch's default threads"
         print_tables(task, setting, records)
         failed += [r for r in records if "error" in r]

@@ -1,0 +1,56 @@
+"""The peers' decoding benchmark (benchmarks/peers/decode.py): reading each system's own time
+report and the table of medians, without the peers installed."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "peers"))
+decode = pytest.importorskip("decode")
+
+
+def test_time_patterns_read_each_report():
+    onmt = "[2026-11-26 03:00:44,444 INFO] Total translation time (s): 4.2\n"
+    jumok = "translation time: 1.54 s for 1,000 inputs (650.4 inputs/s, 9,897 output tokens/s)"
+    assert decode.ONMT_TIME.findall(onmt) == ["4.2"]
+    assert decode.JUMOK_TIME.findall(jumok) == ["1.54"]
+    assert decode.JUMOK_TIME.findall(onmt) == []
+
+
+def test_table_gives_medians_and_ratios(capsys):
+    def record(system, search, seconds, round_):
+        return {
+            "system": system,
+            "search": search,
+            "round": round_,
+            "generation_seconds": seconds,
+            "wall_seconds": seconds + 2,
+            "peak_rss_mib": 500.0,
+            "bleu": 30.0,
+        }
+
+    records = [
+        record("OpenNMT-py", "greedy", 4.0, 1),
+        record("jumok bf16", "greedy", 1.0, 1),
+        record("OpenNMT-py", "greedy", 3.0, 2),
+        record("jumok bf16", "greedy", 9.0, 2),
+        record("OpenNMT-py", "greedy", 5.0, 3),
+        record("jumok bf16", "greedy", 1.5, 3),
+        {**record("jumok bf16", "beam 5", 0.0, 1), "error": "exit status 1"},
+    ]
+    decode.print_table(records, 3, "OpenNMT-py")
+    lines = capsys.readouterr().out.splitlines()
+    assert "| greedy | OpenNMT-py | 4.00 | 6.00 | 500 | 30.00 | 1.00 |" in lines
+    assert "| greedy | jumok bf16 | 1.50 | 3.50 | 500 | 30.00 | 0.38 |" in lines
+    assert not any("beam 5" in line for line in lines[3:])  # failed runs are left out
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(SystemExit, match="no OpenNMT-py checkpoint"):
+        decode.newest_checkpoint(tmp_path)
+    for step in (900, 1000, 200):
+        (tmp_path / f"model_step_{step}.pt").write_bytes(b"")
+    assert decode.newest_checkpoint(tmp_path).name == "model_step_1000.pt"
