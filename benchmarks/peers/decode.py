@@ -17,20 +17,16 @@ OpenNMT-py's (PEERS.md) and would take most of the run.
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import statistics
-import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import envs
+import peak
 
-HERE = Path(__file__).resolve().parent
-PEAK = HERE / "peak.py"
 SEARCHES = {"greedy": 1, "beam 5": 5}
 # jumok's arithmetic variants and the flags that select them
 JUMOK_VARIANTS = {
@@ -118,16 +114,7 @@ def decode_once(decoder: Decoder, search: str, work: Path, logs: Path, round_: i
     print(
         f"peers: decode {decoder.label} {search}, round {round_} ...", file=sys.stderr, flush=True
     )
-    done = subprocess.run(
-        [sys.executable, str(PEAK), "--log", str(log), "--", *command],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **decoder.env},
-        check=False,
-    )
-    if done.returncode != 0:
-        sys.exit(f"peers: peak.py failed: {done.stderr.strip()[-2000:]}")
-    measured = json.loads(done.stdout.splitlines()[-1])
+    measured = peak.measure(command, log, decoder.env)
     record = {
         "benchmark": "peers",
         "task": "decode",

@@ -23,6 +23,31 @@ import time
 from pathlib import Path
 
 
+def measure(
+    command: list[str],
+    log: Path,
+    env: dict[str, str] | None = None,
+    stop_after: float | None = None,
+    signal_name: str = "TERM",
+) -> dict:
+    """Run ``command`` under this script (a process of its own) and return its JSON result.
+    Exits with peak.py's error when the wrapper itself fails."""
+    wrapper = [sys.executable, str(Path(__file__).resolve()), "--log", str(log)]
+    wrapper += ["--signal", signal_name]
+    if stop_after is not None:
+        wrapper += ["--stop-after", str(stop_after)]
+    done = subprocess.run(
+        [*wrapper, "--", *command],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+    if done.returncode != 0:
+        sys.exit(f"peers: peak.py failed: {done.stderr.strip()[-2000:]}")
+    return json.loads(done.stdout.splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--log", type=Path, required=True, help="file for the command's output")

@@ -44,7 +44,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -54,12 +53,12 @@ from string import Template
 
 import decode
 import envs
+import peak
 import prepare
 import throughput
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-PEAK = HERE / "peak.py"
 MULTI30K_CONFIG = ROOT / "examples" / "multi30k" / "config.yaml"
 DATE_UPDATES_PER_EPOCH = 352  # ceil(45,000 / 128)
 DATE_SECONDS_PER_EPOCH_LIMIT = 900  # a safety stop only: the slowest peer needs ~45 s an epoch
@@ -255,23 +254,11 @@ def execute(run: Run, task: str, logs: Path) -> dict:
     log = logs / f"{task}-{run.system}.log"
     shutil.rmtree(run.run_dir, ignore_errors=True)  # every run starts from an empty folder
     run.run_dir.mkdir(parents=True)  # OpenNMT-py opens its log file there before creating it
-    wrapper = [sys.executable, str(PEAK), "--log", str(log), "--signal", run.signal]
-    if run.stop_after is not None:
-        wrapper += ["--stop-after", str(run.stop_after)]
     with log.open("w", encoding="utf-8") as out:
         out.write(f"$ {' '.join(run.command)}\n")
     print(f"peers: {task} {run.system} ... (log: {log})", file=sys.stderr, flush=True)
     load_start = [round(x, 2) for x in os.getloadavg()]
-    done = subprocess.run(
-        [*wrapper, "--", *run.command],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **run.env},
-        check=False,
-    )
-    if done.returncode != 0:
-        sys.exit(f"peers: peak.py failed: {done.stderr.strip()[-2000:]}")
-    measured = json.loads(done.stdout.splitlines()[-1])
+    measured = peak.measure(run.command, log, run.env, run.stop_after, run.signal)
     record = {
         "benchmark": "peers",
         "task": task,
