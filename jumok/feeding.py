@@ -35,6 +35,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
+from jumok import packing
 from jumok.encoder import Dropout
 
 LSTMState = tuple[Tensor, Tensor]  # (h_LBH, c_LBH)
@@ -50,6 +51,9 @@ class InputFeedingLSTM(nn.Module):
         num_layers: L.
         dropout: between layers, in training (as ``nn.LSTM``'s ``dropout``).
     """
+
+    # Set on float32 decoding copies (jumok.packing.pack_decoders): pack layer 0's step product.
+    pack_step_product = False
 
     def __init__(
         self,
@@ -101,6 +105,20 @@ class InputFeedingLSTM(nn.Module):
             self._fused_key = key
         return self._fused
 
+    def packed_layer0(self, x: Tensor, with_inputs: bool = True) -> Tensor | None:
+        """:meth:`fused_layer0`'s matrix packed for oneDNN (:mod:`jumok.packing`), when this
+        LSTM is part of a float32 decoding copy (``pack_step_product``, set by
+        :func:`jumok.packing.pack_decoders`) and the step computes in float32; else None."""
+        if not self.pack_step_product or packing.compute_dtype(x) != torch.float32:
+            return None
+        fused = self.fused_layer0(x, with_inputs)
+        if fused is None:
+            return None
+        key = self._fused_key
+        if getattr(self, "_packed_key", None) != key:  # a cache, like _fused
+            self._packed, self._packed_key = packing.pack(fused[0], torch.float32), key
+        return self._packed
+
     def token_gates(self, embedding: nn.Embedding, tokens_BT: Tensor) -> Tensor | None:
         """Layer 0's input part of the gates, ``W_x E[y] + b``, looked up per token (B, T, 4H).
 
@@ -128,7 +146,7 @@ class InputFeedingLSTM(nn.Module):
 
     def clear_cache(self) -> None:
         """Drop the decoding caches (the token-gate table, the concatenated weights)."""
-        for name in ("_table", "_table_key", "_fused", "_fused_key"):
+        for name in ("_table", "_table_key", "_fused", "_fused_key", "_packed", "_packed_key"):
             self.__dict__.pop(name, None)
 
     def train(self, mode: bool = True) -> InputFeedingLSTM:
@@ -195,6 +213,7 @@ class FedSteps:
         with_inputs = gates_BTG is None
         given = x_BTI if with_inputs else gates_BTG
         self.fused = None if torch.is_grad_enabled() else lstm.fused_layer0(given, with_inputs)
+        self.packed = None if self.fused is None else lstm.packed_layer0(given, with_inputs)
         self.x_BTI = x_BTI
         if gates_BTG is None and self.fused is None:
             gates_BTG = lstm.inputs[0](x_BTI)
@@ -225,11 +244,19 @@ class FedSteps:
         if self.fused is not None and self.pre_BTG is None:
             weight_GK, bias_G = self.fused
             both_BK = torch.cat([self.x_BTI[:, self.t], feed_BF, h_LBH[0]], dim=1)
-            gates_BG = torch.nn.functional.linear(both_BK.to(weight_GK.dtype), weight_GK, bias_G)
+            both_BK = both_BK.to(weight_GK.dtype)
+            if self.packed is not None:
+                gates_BG = packing.packed_linear(both_BK, self.packed, bias_G)
+            else:
+                gates_BG = torch.nn.functional.linear(both_BK, weight_GK, bias_G)
         elif self.fused is not None:  # the inputs' part came from the token table
             weight_GK = self.fused[0]
             both_BK = torch.cat([feed_BF, h_LBH[0]], dim=1).to(weight_GK.dtype)
-            gates_BG = torch.addmm(self.pre_steps[self.t], both_BK, weight_GK.t())
+            if self.packed is not None:
+                gates_BG = packing.packed_linear(both_BK, self.packed, None)
+                gates_BG = gates_BG.add_(self.pre_steps[self.t])
+            else:
+                gates_BG = torch.addmm(self.pre_steps[self.t], both_BK, weight_GK.t())
         else:
             gates_BG = self.pre_steps[self.t] + self.feed(feed_BF) + self.recurrent[0](h_LBH[0])
         self.t += 1

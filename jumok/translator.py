@@ -21,6 +21,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
+from jumok import packing
 from jumok.checkpoint import Checkpoint, load_checkpoint
 from jumok.config import Config, DecodeConfig, format_validation_error
 from jumok.data import encode_pairs, encoder_order, iterate_batches, pad
@@ -375,7 +376,8 @@ class Translator:
 
         For bf16, a copy with bfloat16 weights: under autocast every matrix product rounds its
         weights to bfloat16 anyway, and the copy saves doing it again at every step (the output
-        layer alone is V x H). For int8, a copy whose LSTM, GRU and Linear layers are
+        layer alone is V x H); on a CPU its output and attentional layers are also packed for
+        oneDNN (:mod:`jumok.packing`). For int8, a copy whose LSTM, GRU and Linear layers are
         dynamically quantized (:mod:`jumok.quantize`). ``self.model`` keeps its float32
         weights. A copy is rebuilt when the model or its weights change (every in-place update
         bumps a parameter's version counter).
@@ -386,7 +388,9 @@ class Translator:
             check_supported(self.device)
             variant, make = "int8", quantize_int8
         elif precision == "bf16":
-            variant, make = "bf16", lambda m: copy.deepcopy(m).to(torch.bfloat16).eval()
+            variant, make = "bf16", self._bf16_copy
+        elif packing.available(self.device):
+            variant, make = "fp32", _packed_fp32_copy
         else:
             return self.model
         key = (id(self.model), tuple(p._version for p in self.model.parameters()))
@@ -394,6 +398,14 @@ class Translator:
         if cached is None or cached[0] != key:
             cached = self._copies[variant] = (key, make(self.model))
         return cached[1]
+
+    def _bf16_copy(self, model: nn.Module) -> nn.Module:
+        """The bf16 decoding copy; on a CPU, with the output and attentional layers' weights
+        packed once for oneDNN (:mod:`jumok.packing`)."""
+        made = copy.deepcopy(model).to(torch.bfloat16).eval()
+        if packing.available(self.device):
+            packing.pack_decoders(made, torch.bfloat16)
+        return made
 
     def _autocast(self, precision: str):
         """bfloat16 autocast for ``decode.precision: bf16``; float32 otherwise."""
@@ -458,6 +470,15 @@ class Translator:
             UnknownTokenWarning,
             stacklevel=3,
         )
+
+
+def _packed_fp32_copy(model: nn.Module) -> nn.Module:
+    """The float32 decoding copy on a CPU: the model's modules copied around its parameters
+    (shared, not copied), with the decoders' products packed (:mod:`jumok.packing`)."""
+    shared = {id(t): t for t in [*model.parameters(), *model.buffers()]}
+    made = copy.deepcopy(model, memo=shared).eval()
+    packing.pack_decoders(made, torch.float32)
+    return made
 
 
 def resolve_checkpoint(run_dir: str | Path, which: str = "best") -> Path:
