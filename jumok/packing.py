@@ -31,6 +31,8 @@ when the model's weights change.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import Tensor, nn
 
@@ -122,3 +124,14 @@ def pack_decoders(model: nn.Module, dtype: torch.dtype) -> int:
             module.rnn.pack_step_product = True
             packed += 1
     return packed
+
+
+def float32_copy(model: nn.Module) -> nn.Module:
+    """A float32 decoding copy of ``model`` on a CPU: its modules copied around its parameters
+    and buffers (shared, not copied), in evaluation mode, with the decoders' products packed.
+    The copy follows the model's weights only until they change shape or are replaced; its
+    packed weights are those of the moment it was made."""
+    shared = {id(t): t for t in [*model.parameters(), *model.buffers()]}
+    made = copy.deepcopy(model, memo=shared).eval()
+    pack_decoders(made, torch.float32)
+    return made

@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from jumok import packing
 from jumok.checkpoint import (
     atomic_path,
     atomic_write_bytes,
@@ -909,10 +910,12 @@ def evaluate(
         token_sum += batch.n_target_tokens
         batches.append(batch)
     # greedy search streams the batches through eval_batch_size slots (jumok.search), without
-    # the decoding-only token tables (they would sit on top of training's memory)
+    # the decoding-only token tables (they would sit on top of training's memory), on a CPU
+    # with the decoder's products packed (jumok.packing: a copy around the same parameters)
+    decoding = packing.float32_copy(model) if packing.available(device) else model
     with without_token_tables():
         found = greedy_stream(
-            model,
+            decoding,
             [(b.src_BS, b.src_len_B) for b in batches],
             max_length,
             cfg.train.eval_batch_size,

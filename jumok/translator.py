@@ -390,7 +390,7 @@ class Translator:
         elif precision == "bf16":
             variant, make = "bf16", self._bf16_copy
         elif packing.available(self.device):
-            variant, make = "fp32", _packed_fp32_copy
+            variant, make = "fp32", packing.float32_copy
         else:
             return self.model
         key = (id(self.model), tuple(p._version for p in self.model.parameters()))
@@ -470,15 +470,6 @@ class Translator:
             UnknownTokenWarning,
             stacklevel=3,
         )
-
-
-def _packed_fp32_copy(model: nn.Module) -> nn.Module:
-    """The float32 decoding copy on a CPU: the model's modules copied around its parameters
-    (shared, not copied), with the decoders' products packed (:mod:`jumok.packing`)."""
-    shared = {id(t): t for t in [*model.parameters(), *model.buffers()]}
-    made = copy.deepcopy(model, memo=shared).eval()
-    packing.pack_decoders(made, torch.float32)
-    return made
 
 
 def resolve_checkpoint(run_dir: str | Path, which: str = "best") -> Path:
