@@ -49,7 +49,8 @@ bench: $(VENV)/.installed
 	@if [ -n "$(BENCH_RUN)" ]; then $(BIN)/python benchmarks/decode_speed.py $(BENCH_RUN); fi
 
 # Optional, never part of `make test` or CI: installs JoeyNMT 2.3.0 and OpenNMT-py 3.5.1 into
-# .venvs/ (first time only) and trains them beside jumok on ../shared/data (benchmarks/README.md).
+# .venvs/ (first time only), trains them beside jumok on ../shared/data, then decodes test2016
+# with OpenNMT-py's and jumok's Task B models (benchmarks/README.md).
 # Options go through BENCH_PEERS_ARGS, e.g. make bench-peers BENCH_PEERS_ARGS="--task multi30k".
 BENCH_PEERS_ARGS ?= --task all
 bench-peers: $(VENV)/.installed
