@@ -105,6 +105,19 @@ class InputFeedingLSTM(nn.Module):
             self._fused_key = key
         return self._fused
 
+    def join_layer0(self) -> None:
+        """Give this LSTM ``joined0``: one ``nn.Linear`` holding layer 0's three products,
+        ``[W_x | W_f | W_h]`` with the bias, for an int8 decoding copy
+        (:func:`jumok.quantize.quantize_int8` quantizes it like any Linear). A step then
+        quantizes its input and multiplies once instead of three times."""
+        parts = (self.inputs[0], self.feed, self.recurrent[0])
+        weight = torch.cat([m.weight.detach() for m in parts], dim=1)
+        joined = nn.Linear(weight.shape[1], weight.shape[0], device=weight.device)
+        with torch.no_grad():
+            joined.weight.copy_(weight)
+            joined.bias.copy_(self.inputs[0].bias.detach())
+        self.joined0 = joined
+
     def packed_layer0(self, x: Tensor, with_inputs: bool = True) -> Tensor | None:
         """:meth:`fused_layer0`'s matrix packed for oneDNN (:mod:`jumok.packing`), when this
         LSTM is part of a float32 decoding copy (``pack_step_product``, set by
@@ -215,7 +228,11 @@ class FedSteps:
         self.fused = None if torch.is_grad_enabled() else lstm.fused_layer0(given, with_inputs)
         self.packed = None if self.fused is None else lstm.packed_layer0(given, with_inputs)
         self.x_BTI = x_BTI
-        if gates_BTG is None and self.fused is None:
+        # int8 decoding: layer 0's three products as one (InputFeedingLSTM.join_layer0)
+        self.joined = None
+        if with_inputs and not torch.is_grad_enabled():
+            self.joined = getattr(lstm, "joined0", None)
+        if gates_BTG is None and self.fused is None and self.joined is None:
             gates_BTG = lstm.inputs[0](x_BTI)
         self.pre_BTG = gates_BTG
         # One tensor per step, split once: the backward of ``pre_BTG[:, t]`` would allocate and
@@ -241,7 +258,10 @@ class FedSteps:
         h_LBH, c_LBH = state
         hs, cs = [], []
         dropout = self.lstm.layer_dropout
-        if self.fused is not None and self.pre_BTG is None:
+        if self.joined is not None:
+            both_BK = torch.cat([self.x_BTI[:, self.t], feed_BF, h_LBH[0]], dim=1)
+            gates_BG = self.joined(both_BK)
+        elif self.fused is not None and self.pre_BTG is None:
             weight_GK, bias_G = self.fused
             both_BK = torch.cat([self.x_BTI[:, self.t], feed_BF, h_LBH[0]], dim=1)
             both_BK = both_BK.to(weight_GK.dtype)

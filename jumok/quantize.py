@@ -8,7 +8,11 @@ to 8 bits on the fly, multiplied in int8 with int32 accumulation and the result 
 float32. In jumok's models that covers
 
 * the encoder's LSTM/GRU (each direction, each layer),
-* the decoder's LSTM/GRU,
+* the decoder's LSTM/GRU; an input-feeding LSTM's layer 0 as one Linear over
+  ``[y_t; feed; h]`` (:meth:`jumok.feeding.InputFeedingLSTM.join_layer0`), so a step quantizes
+  its input and multiplies once instead of three times (Multi30k test2016, beam 5: 2.95 s
+  against 3.29 s, BLEU 33.92 against 33.96; greedy 1.20 s against 1.28 s, BLEU 31.64 against
+  31.59; medians of three alternated rounds),
 * the output layer (hidden -> vocabulary, the largest matrix product of decoding),
 * the attentional layer ``tanh(W [context; h])``, the ``bridge`` and the attention's key and
   query projections (``general``, ``additive``), where the model has them.
@@ -36,6 +40,7 @@ import torch
 from torch import nn
 
 from jumok.errors import ConfigError
+from jumok.feeding import InputFeedingLSTM
 
 # The float modules that are replaced, and their quantized counterparts' class names.
 QUANTIZED_TYPES = (nn.LSTM, nn.GRU, nn.Linear)
@@ -75,6 +80,9 @@ def quantize_int8(model: nn.Module, per_channel: bool = True) -> nn.Module:
     """
     quantize_dynamic, per_tensor, per_channel_qconfig = _quantization_api()
     float_copy = copy.deepcopy(model).float().eval()
+    for module in float_copy.modules():
+        if isinstance(module, InputFeedingLSTM):
+            module.join_layer0()  # one int8 product per step for layer 0, not three
     for p in float_copy.parameters():
         p.requires_grad_(False)
     # Linear: one scale per output row; the quantized LSTM and GRU take one per weight matrix.

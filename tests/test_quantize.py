@@ -71,7 +71,8 @@ def test_every_lstm_gru_and_linear_becomes_int8_and_the_original_stays_float():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     floats = float_modules(model)
     q = quantize_int8(model)
-    assert set(quantized_modules(q)) == set(floats)
+    # and the input-feeding LSTM's layer 0 as one product (InputFeedingLSTM.join_layer0)
+    assert set(quantized_modules(q)) == set(floats) | {"decoder.rnn.joined0"}
     assert set(floats) >= {
         "encoder.forward_rnns.0",
         "encoder.backward_rnns.0",
@@ -96,6 +97,26 @@ def test_every_lstm_gru_and_linear_becomes_int8_and_the_original_stays_float():
     # the model quantized from is untouched
     assert type(model.decoder.rnn.feed) is nn.Linear and type(model.decoder.output) is nn.Linear
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_layer0_joined_is_the_three_products():
+    """The int8 copy's single layer-0 product, in float32: the same gates as the three
+    separate products, and the one the decoding steps use."""
+    import copy
+
+    model = _every_variant_model()
+    joined = copy.deepcopy(model)
+    joined.decoder.rnn.join_layer0()
+    with torch.no_grad():  # the separate products are no longer read
+        joined.decoder.rnn.feed.weight.zero_()
+        joined.decoder.rnn.inputs[0].weight.zero_()
+    src, src_len, tgt_in = random_batch(B=4, S=7, T=5, seed=4)
+    with torch.no_grad():
+        want = model(src, src_len, tgt_in)[0]
+        got = joined(src, src_len, tgt_in)[0]
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    # with gradients (training) the separate products are used, the joined one is not
+    assert not torch.allclose(joined(src, src_len, tgt_in)[0], want, atol=1e-3)
 
 
 def test_int8_logits_stay_close_to_float32():
