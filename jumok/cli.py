@@ -120,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print on stderr the translation time (reading and tokenizing the input, search, "
         "detokenizing; model load and writing the output excluded), inputs/s and output "
-        "tokens/s, and the model load time",
+        "tokens/s, and the model load time (reading the checkpoint and making the bf16, int8 "
+        "or packed copy the decoding options ask for)",
     )
     p.set_defaults(func=cmd_translate)
 
@@ -545,9 +546,10 @@ def cmd_translate(args: argparse.Namespace) -> int:
     translator = load(
         args.run_dir, which=args.checkpoint
     )  # a bad run dir fails before stdin is read
-    loaded = time.perf_counter()
     options = decode_options(args)
     opts = translator.options(max_length=args.max_length, batch_size=args.batch_size, **options)
+    translator.prepare(**options)  # the bf16, int8 or packed copy: part of loading the model
+    loaded = time.perf_counter()
     if args.plot is not None:
         args.plot.mkdir(parents=True, exist_ok=True)
     if args.input == "-" and args.output == "-" and sys.stdin.isatty():

@@ -632,6 +632,7 @@ def load_models(paths: Mapping[str, Path], which: str = "best", device: str = "c
                 f"serve: {path} is a language model (model.type: lm); serve decodes "
                 "sequence-to-sequence runs (sample from a language model with jumok generate)"
             )
+        translator.prepare()  # its default decoding copy, before the first request
         models[name] = translator
     return models
 

@@ -156,3 +156,18 @@ def test_the_float32_copy_shares_the_weights_and_follows_them(run_dir):
         translator.model.decoder.output.bias[2] += 1e4  # eos first, whatever the input
     assert translator._decoding_model("fp32") is not first  # repacked
     assert translator.translate(["9/27/94"])[0].tokens == ["</s>"]
+
+
+def test_prepare_makes_the_copy_a_decode_then_uses(run_dir):
+    from jumok.errors import ConfigError
+
+    translator = jumok.load(run_dir)
+    translator.prepare(precision="bf16")
+    made = translator._copies["bf16"][1]
+    assert isinstance(made.decoder.output, packing.PackedLinear)
+    translator.translate(["9/27/94"], precision="bf16")
+    assert translator._copies["bf16"][1] is made  # not made again
+    translator.prepare()  # the run's own settings: float32, a packed copy
+    assert "fp32" in translator._copies
+    with pytest.raises(ConfigError, match="beam"):
+        translator.prepare(beam=0)
