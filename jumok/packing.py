@@ -22,8 +22,8 @@ rows       bf16 plain      bf16 packed     fp32 plain      fp32 packed
 A packed product's row does not depend on the other rows in the call (a plain float32 one
 does: one row alone goes another way); a packed float32 product differs from the plain one in
 the last bits (~1e-5 relative), bf16 not at all. Decoding Multi30k test2016 with the packed
-layers gave the same 1,000 outputs as before in bf16 and in float32 (greedy and beam 5, before
-the LSTM product was packed); figures in docs/decoding.md.
+layers gave the same 1,000 outputs as before in bf16 and in float32, greedy and beam 5 (float32
+checked again with the LSTM product packed); figures in docs/decoding.md.
 
 The packed weights are copies: the layers live only in a decoding copy of the model, rebuilt
 when the model's weights change.
