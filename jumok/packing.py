@@ -42,12 +42,18 @@ ROWS_HINT = 64
 DTYPES = (torch.float32, torch.bfloat16)
 
 
-def available(device: torch.device) -> bool:
-    """Whether this PyTorch build can pack weights for oneDNN on ``device``."""
+def available(device: torch.device, dtype: torch.dtype = torch.float32) -> bool:
+    """Whether this PyTorch build can pack ``dtype`` weights for oneDNN on ``device`` (bf16 also
+    needs a CPU whose oneDNN kernels support it)."""
     if device.type != "cpu" or not torch.backends.mkldnn.is_available():
         return False
     ops = torch.ops.mkldnn
-    return hasattr(ops, "_reorder_linear_weight") and hasattr(ops, "_linear_pointwise")
+    if not (hasattr(ops, "_reorder_linear_weight") and hasattr(ops, "_linear_pointwise")):
+        return False
+    if dtype == torch.bfloat16:
+        supported = getattr(ops, "_is_mkldnn_bf16_supported", None)
+        return supported is not None and bool(supported())
+    return dtype == torch.float32
 
 
 def pack(weight_OI: Tensor, dtype: torch.dtype) -> Tensor:

@@ -411,7 +411,7 @@ class Translator:
         """The bf16 decoding copy; on a CPU, with the output and attentional layers' weights
         packed once for oneDNN (:mod:`jumok.packing`)."""
         made = copy.deepcopy(model).to(torch.bfloat16).eval()
-        if packing.available(self.device):
+        if packing.available(self.device, torch.bfloat16):
             packing.pack_decoders(made, torch.bfloat16)
         return made
 

@@ -25,6 +25,8 @@ pytestmark = pytest.mark.skipif(
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("bias", [True, False])
 def test_packed_linear_is_the_linear(dtype, bias):
+    if not packing.available(torch.device("cpu"), dtype):
+        pytest.skip(f"this CPU's oneDNN cannot run {dtype}")
     torch.manual_seed(0)
     linear = nn.Linear(48, 37, bias=bias)
     packed = packing.PackedLinear(linear, dtype)
@@ -54,6 +56,8 @@ def test_a_packed_row_does_not_depend_on_the_others():
 
 def test_the_plain_path_outside_decoding():
     """With gradients, or in a dtype it was not packed for, the layer is the plain one."""
+    if not packing.available(torch.device("cpu"), torch.bfloat16):
+        pytest.skip("this CPU's oneDNN cannot run bf16")
     torch.manual_seed(0)
     linear = nn.Linear(8, 5)
     packed = packing.PackedLinear(linear, torch.bfloat16)
@@ -127,9 +131,11 @@ DATES = ["september 27, 1994", "9/27/94", "Jan 1, 2001", "TUESDAY, MAY 3, 1983",
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("beam", [1, 3])
 def test_translations_are_those_of_the_plain_layers(run_dir, monkeypatch, precision, beam):
+    if precision == "bf16" and not packing.available(torch.device("cpu"), torch.bfloat16):
+        pytest.skip("this CPU's oneDNN cannot run bf16")
     packed = jumok.load(run_dir)
     plain = jumok.load(run_dir)
-    monkeypatch.setattr(packing, "available", lambda device: False)
+    monkeypatch.setattr(packing, "available", lambda device, dtype=torch.float32: False)
     want = plain.translate(DATES, beam=beam, precision=precision)
     assert plain._decoding_model(precision) is plain.model or precision == "bf16"
     monkeypatch.undo()
@@ -161,6 +167,9 @@ def test_the_float32_copy_shares_the_weights_and_follows_them(run_dir):
 def test_prepare_makes_the_copy_a_decode_then_uses(run_dir):
     from jumok.errors import ConfigError
 
+    if not packing.available(torch.device("cpu"), torch.bfloat16):
+        pytest.skip("this CPU's oneDNN cannot run bf16")
+
     translator = jumok.load(run_dir)
     translator.prepare(precision="bf16")
     made = translator._copies["bf16"][1]
@@ -171,3 +180,10 @@ def test_prepare_makes_the_copy_a_decode_then_uses(run_dir):
     assert "fp32" in translator._copies
     with pytest.raises(ConfigError, match="beam"):
         translator.prepare(beam=0)
+
+
+def test_availability_by_device_and_dtype():
+    cpu = torch.device("cpu")
+    assert packing.available(cpu, torch.float32)
+    assert not packing.available(torch.device("meta"))  # only the CPU
+    assert not packing.available(cpu, torch.float16)  # float32 and bf16 only
