@@ -54,3 +54,12 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
     for step in (900, 1000, 200):
         (tmp_path / f"model_step_{step}.pt").write_bytes(b"")
     assert decode.newest_checkpoint(tmp_path).name == "model_step_1000.pt"
+
+
+def test_bleu_of_an_output_file(tmp_path):
+    out, ref = tmp_path / "out.txt", tmp_path / "ref.txt"
+    ref.write_text("ein Mann läuft .\neine Frau liest ein Buch .\n", encoding="utf-8")
+    out.write_text("ein Mann läuft .\neine Frau liest ein Buch .\n", encoding="utf-8")
+    assert decode.bleu(out, ref) == 100.0
+    out.write_text("ein Hund .\nzwei Katzen schlafen .\n", encoding="utf-8")
+    assert decode.bleu(out, ref) < 20

@@ -97,11 +97,12 @@ def decoders(work: Path, jumok_run: Path | None, variants: list[str]) -> list[De
 
 
 def bleu(hypotheses: Path, references: Path) -> float:
-    import sacrebleu
+    """jumok's corpus BLEU (sacrebleu, 13a) of an output file against the references."""
+    from jumok.metrics import bleu as corpus_bleu
 
     hyps = hypotheses.read_text(encoding="utf-8").splitlines()
     refs = references.read_text(encoding="utf-8").splitlines()
-    return round(sacrebleu.corpus_bleu(hyps, [refs]).score, 2)
+    return round(corpus_bleu(hyps, refs), 2)
 
 
 def decode_once(decoder: Decoder, search: str, work: Path, logs: Path, round_: int) -> dict:
