@@ -300,13 +300,23 @@ class ModelConfig(_Frozen):
         "decoder sees only the encoder's last state.",
     )
     dropout: DropoutConfig = Field(default_factory=DropoutConfig, description="Dropout.")
-    init: Literal["lecun", "book", "pytorch"] = Field(
+    init: Literal["lecun", "book", "uniform", "pytorch"] = Field(
         "lecun",
         description="Initial weights. 'book' = the lecture's code: every weight matrix "
         "normal(0, 1/fan_in), biases 0, embeddings normal(0, 0.01^2) (used by jumok ladder). "
         "'lecun' (default) = the same but embeddings normal(0, 1): on the date task it learns "
-        "in one epoch what 'book' needs several for (measured, docs/lecture.md). 'pytorch' = "
-        "PyTorch's module defaults (uniform(+-1/sqrt(H)) RNN weights).",
+        "in one epoch what 'book' needs several for (measured, docs/lecture.md). 'uniform' = "
+        "every parameter, biases and embeddings included, uniform(-init_range, +init_range), as "
+        "OpenNMT-py's param_init: on Multi30k it learns faster than 'lecun' (measured, "
+        "docs/benchmarks.md) and the Multi30k recipe uses it. 'pytorch' = PyTorch's module "
+        "defaults (uniform(+-1/sqrt(H)) RNN weights). Padding embeddings start at zero in all "
+        "but 'pytorch'.",
+    )
+    init_range: float = Field(
+        0.1,
+        gt=0,
+        description="Half-width of the interval of init 'uniform' (OpenNMT-py's param_init); "
+        "unused by the other inits.",
     )
 
     @model_validator(mode="before")

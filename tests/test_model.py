@@ -7,10 +7,12 @@ import sys
 
 import pytest
 import torch
-from conftest import TGT_V, random_batch
+from conftest import TGT_V, random_batch, tiny_model_config
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from jumok.config import ModelConfig
 from jumok.encoder import run_by_length
+from jumok.model import build_model
 from jumok.search import greedy
 from jumok.vocab import EOS_ID
 
@@ -114,3 +116,52 @@ def test_modelling_core_imports_no_plotting_and_no_training_loop():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def _init_model(init: str, **extra):
+    cfg = tiny_model_config(hidden=64, embedding=48).model_copy(update={"init": init, **extra})
+    torch.manual_seed(0)
+    return build_model(cfg, 200, 300)
+
+
+def _embeddings(model):
+    return [m for m in model.modules() if isinstance(m, torch.nn.Embedding)]
+
+
+@pytest.mark.parametrize("bound", [0.1, 0.03])
+def test_uniform_init_fills_every_parameter_within_its_range(bound):
+    model = _init_model("uniform", init_range=bound)
+    for name, p in model.named_parameters():
+        values = p.detach().flatten()
+        if p.dim() >= 2:  # padding rows are zero; drop them before looking at the spread
+            values = values[values != 0]
+        assert values.abs().max() <= bound, name
+        if values.numel() >= 1000:  # uniform(-b, b): std b/sqrt(3), and it reaches near b
+            assert abs(values.std().item() - bound / 3**0.5) < 0.05 * bound, name
+            assert values.abs().max() > 0.95 * bound, name
+    biases = [p for n, p in model.named_parameters() if p.dim() == 1]
+    assert biases and all((p != 0).all() for p in biases)  # biases too, as OpenNMT-py
+    for emb in _embeddings(model):
+        assert emb.padding_idx is not None and (emb.weight[emb.padding_idx] == 0).all()
+
+
+@pytest.mark.parametrize("init, embedding_std", [("lecun", 1.0), ("book", 0.01)])
+def test_fan_in_inits_scale_each_matrix_by_its_fan_in(init, embedding_std):
+    model = _init_model(init)
+    embeddings = {id(m.weight) for m in _embeddings(model)}
+    for name, p in model.named_parameters():
+        if id(p) in embeddings:
+            rows = p[1:] if p.shape[0] > 1 else p  # row 0 is padding
+            assert abs(rows.std().item() / embedding_std - 1) < 0.05, name
+        elif p.dim() >= 2:
+            fan_in = getattr(p, "fan_in", p.shape[1])
+            assert abs(p.std().item() * fan_in**0.5 - 1) < 0.1, name
+        else:
+            assert (p == 0).all(), name
+    for emb in _embeddings(model):
+        assert (emb.weight[emb.padding_idx] == 0).all()
+
+
+def test_init_range_must_be_positive():
+    with pytest.raises(ValueError, match="init_range"):
+        ModelConfig.model_validate({"init": "uniform", "init_range": 0})
