@@ -388,8 +388,9 @@ class Translator:
         oneDNN (:mod:`jumok.packing`). For int8, a copy whose LSTM, GRU and Linear layers are
         dynamically quantized (:mod:`jumok.quantize`). For float32 on a CPU, a copy around the
         same parameters with the decoder's products packed (:func:`jumok.packing.float32_copy`);
-        elsewhere ``self.model`` itself. ``self.model`` keeps its float32 weights. A copy is rebuilt when the model or its weights change (every in-place update
-        bumps a parameter's version counter).
+        elsewhere ``self.model`` itself. ``self.model`` keeps its float32 weights. A copy is
+        rebuilt when the model or its weights change (every in-place update bumps a
+        parameter's version counter).
         """
         if quantize == "int8":
             from jumok.quantize import check_supported, quantize_int8
