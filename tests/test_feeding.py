@@ -106,18 +106,30 @@ def test_under_bf16_autocast_the_step_computes_in_bf16_and_keeps_the_cell_in_flo
     assert (h_BH - exact).abs().max() < 0.02
 
 
-def test_dropout_keeps_each_element_with_probability_1_minus_p_and_rescales():
+@pytest.mark.parametrize("p", [0.1, 0.3, 0.5])
+def test_dropout_keeps_each_element_with_probability_1_minus_p_and_rescales(p):
     torch.manual_seed(0)
-    drop = Dropout(0.3)
-    y = drop(torch.ones(200_000))
+    drop = Dropout(p)
+    y = drop(torch.ones(200_001))  # not a multiple of the four elements per draw
     kept = y != 0
-    assert abs(kept.float().mean().item() - 0.7) < 0.005
-    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.7))
-    x = torch.randn(10, requires_grad=True)
+    assert abs(kept.float().mean().item() - (1 - p)) < 0.005
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / (1 - p)))
+    # neighbours (which share a 64-bit draw) are independent: P(both kept) = (1 - p)^2
+    both = (kept[:-1] & kept[1:]).float().mean().item()
+    assert abs(both - (1 - p) ** 2) < 0.005
+    # a fresh mask per call
+    assert not torch.equal(drop(torch.ones(1000)), drop(torch.ones(1000)))
+    x = torch.randn(3, 7, requires_grad=True)
     out = drop(x)
     out.sum().backward()
-    torch.testing.assert_close(x.grad, (out != 0).float() / 0.7)
+    torch.testing.assert_close(x.grad, (out != 0).float() / (1 - p))
     assert torch.equal(drop.eval()(x), x)
+
+
+def test_dropout_keeps_the_input_dtype_and_drops_everything_at_p_1():
+    x = torch.randn(4, 5, dtype=torch.bfloat16)
+    assert Dropout(0.3)(x).dtype == torch.bfloat16
+    assert torch.equal(Dropout(1.0)(x), torch.zeros_like(x))
 
 
 def test_decoding_steps_use_one_fused_product_and_give_the_same_states():

@@ -15,7 +15,7 @@ from jumok.config import TrainConfig
 from jumok.data import batch_order, encode_pairs, make_batch, split_by_tokens
 from jumok.model import build_model
 from jumok.synthetic import generate
-from jumok.train import accumulated_update, train
+from jumok.train import accumulated_update, make_optimizer, train
 from jumok.vocab import Vocab, tokenize_chars
 
 
@@ -166,3 +166,28 @@ def test_streaming_reads_every_pair_once_per_epoch_and_trains(tmp_path):
     assert len(seen) == 600
     with pytest.raises(Exception, match="data.streaming"):
         validate({**raw, "data": {**raw["data"], "dev": None}}, "test", [])
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+@pytest.mark.parametrize("max_norm", [0.05, 1e6])  # clipping on, clipping off
+def test_clipping_through_fused_adam_is_clip_grad_norm_then_adam(max_norm, weight_decay):
+    src_vocab, tgt_vocab, _, batches = _date_batches(16, 16)
+    cfg = TrainConfig(clip_grad_norm=max_norm, weight_decay=weight_decay, lr=0.01)
+    torch.manual_seed(0)
+    fused = build_model(tiny_model_config(16, 8), len(src_vocab), len(tgt_vocab))
+    plain = build_model(tiny_model_config(16, 8), len(src_vocab), len(tgt_vocab))
+    plain.load_state_dict(fused.state_dict())
+    fused_opt = make_optimizer(fused, cfg)
+    assert fused_opt.defaults["fused"]
+    # the for-loop optimizer: accumulated_update clips with clip_grad_norm_ before its step
+    kind = torch.optim.AdamW if weight_decay else torch.optim.Adam
+    plain_opt = kind(plain.parameters(), lr=cfg.lr, weight_decay=weight_decay, foreach=False)
+    device = torch.device("cpu")
+    for _ in range(3):
+        accumulated_update(fused, fused_opt, batches, cfg, device)
+        accumulated_update(plain, plain_opt, batches, cfg, device)
+        norm = torch.nn.utils.get_total_norm([p.grad for p in fused.parameters()])
+        assert norm <= min(max_norm, 1e5) * (1 + 1e-5)  # the fused step leaves them clipped
+        for a, b in zip(fused.parameters(), plain.parameters(), strict=True):
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-7)
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
