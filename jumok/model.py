@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from jumok.attention import decode_in_float32
 from jumok.config import ModelConfig
 from jumok.decoder import Decoder, DecoderState, Encoded
 from jumok.encoder import Encoder
@@ -61,11 +62,14 @@ class Seq2Seq(nn.Module):
         hs_BSH, final = self.encoder(src_BS, src_len_B)
         S = src_BS.shape[1]
         mask_BS = src_len_B.unsqueeze(1) > torch.arange(S, device=src_BS.device).unsqueeze(0)
+        keys_BSH = self.decoder.prepare_keys(hs_BSH)
+        if decode_in_float32(self.decoder.attention, hs_BSH):  # bf16 decoding on a CPU
+            hs_BSH, keys_BSH = hs_BSH.float(), keys_BSH.float()
         return Encoded(
             hs_BSH=hs_BSH,
             mask_BS=mask_BS,
             state=self.decoder.initial_state(final),
-            keys_BSH=self.decoder.prepare_keys(hs_BSH),
+            keys_BSH=keys_BSH,
             summary_BH=final[0][-1],
         )
 

@@ -164,3 +164,31 @@ def test_step_attention_computes_in_float32_under_bf16_autocast():
     assert (context - want).abs().max() < 0.05
     context.sum().backward()
     assert hs.grad.dtype == torch.float32 and q_B1H.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("kind", ["dot", "general", "additive"])
+def test_bf16_decoding_on_a_cpu_keeps_dot_product_attention_in_float32(kind):
+    from conftest import SRC_V, TGT_V, random_batch, tiny_model_config
+
+    from jumok.model import build_model
+
+    cfg = tiny_model_config(8, 6).model_copy(update={"attention": kind})
+    torch.manual_seed(0)
+    model = build_model(cfg, SRC_V, TGT_V).eval()
+    src_BS, src_len_B, _ = random_batch()
+    float32 = kind != "additive"  # additive scores go through Linear layers: left in bf16
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        trained = model.encode(src_BS, src_len_B)  # with gradients: as in training, bf16
+        with torch.no_grad():
+            enc = model.encode(src_BS, src_len_B)
+            q_B1H = torch.randn(src_BS.shape[0], 1, 8)
+            context, weights = model.decoder.attention(q_B1H, enc.hs_BSH, enc.mask_BS, enc.keys_BSH)
+    assert trained.hs_BSH.dtype == torch.bfloat16
+    want = torch.float32 if float32 else torch.bfloat16
+    assert enc.hs_BSH.dtype == enc.keys_BSH.dtype == weights.dtype == context.dtype == want
+    if float32:  # the float32 arithmetic on those keys and values, exactly
+        with torch.no_grad():
+            scores = dot_scores(q_B1H, enc.keys_BSH)
+            exact = masked_softmax(scores, enc.mask_BS)
+        torch.testing.assert_close(weights, exact)
+        torch.testing.assert_close(context, exact @ enc.hs_BSH)
