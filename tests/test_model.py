@@ -11,7 +11,7 @@ from conftest import TGT_V, random_batch, tiny_model_config
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from jumok.config import ModelConfig
-from jumok.encoder import run_by_length
+from jumok.encoder import padded_run_applies, run_by_length, run_padded
 from jumok.model import build_model
 from jumok.search import greedy
 from jumok.vocab import EOS_ID
@@ -37,6 +37,36 @@ def test_run_by_length_equals_packed_lstm(lengths):
     torch.testing.assert_close(hs, hs_ref)
     torch.testing.assert_close(h, h_ref)
     torch.testing.assert_close(c, c_ref)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("lengths", [[2, 5, 5, 3], [1, 6], [4, 1, 3, 2, 4]])
+def test_run_padded_equals_run_by_length_with_gradients(kind, lengths):
+    torch.manual_seed(0)
+    rnn = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[kind](3, 4, batch_first=True)
+    assert padded_run_applies(rnn)
+    len_B = torch.tensor(lengths)
+    x = torch.randn(len(lengths), max(lengths), 3)
+    x[torch.arange(max(lengths)) >= len_B.unsqueeze(1)] = 0  # padding embeds to zeros
+    results = []
+    for run in (run_by_length, run_padded):
+        rnn.zero_grad()
+        x_in = x.clone().requires_grad_()
+        hs, state = run(rnn, x_in, len_B)
+        parts = [hs, *(state if kind == "lstm" else (state,))]
+        g = torch.Generator().manual_seed(1)  # the same upstream gradients for both
+        sum((p * torch.randn(p.shape, generator=g)).sum() for p in parts).backward()
+        results.append((parts, x_in.grad, [p.grad.clone() for p in rnn.parameters()]))
+    (want, want_dx, want_dw), (got, got_dx, got_dw) = results
+    assert (got[0][len_B.unsqueeze(1) <= torch.arange(max(lengths))] == 0).all()
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(got_dx, want_dx)
+    for a, b in zip(got_dw, want_dw, strict=True):
+        torch.testing.assert_close(a, b)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = run_padded(rnn, x, len_B)[0]
+    assert (bf16.float() - want[0]).abs().max() < 0.02
 
 
 def test_decoder_starts_from_the_last_real_token_not_a_pad_step(tiny_model):
