@@ -124,7 +124,7 @@ def _loss(
     loss = torch.zeros((), dtype=torch.float32, device=x_NF.device)
     if grads:
         grad_x_RF = torch.empty_like(xs_RF)
-        grad_w_VF = torch.zeros_like(weight_VF, dtype=torch.float32)
+        grad_w_VF = None  # the first slice's product, then the others added
         grad_b_V = None if bias_V is None else torch.zeros_like(bias_V, dtype=torch.float32)
     rows = max(1, SLICE_LOGITS // max(V, 1))
     for start in range(0, xs_RF.shape[0], rows):
@@ -147,9 +147,14 @@ def _loss(
             grad_b_V += p_CV.sum(dim=0)
         g_CV = p_CV.to(dtype)
         grad_x_RF[start : start + rows] = g_CV @ w_VF
-        grad_w_VF += (g_CV.t() @ x_CF).float()
+        if grad_w_VF is None:
+            grad_w_VF = (g_CV.t() @ x_CF).float()
+        else:
+            grad_w_VF += g_CV.t() @ x_CF
     if not grads:
         return loss, None
+    if grad_w_VF is None:  # no real rows
+        grad_w_VF = torch.zeros_like(weight_VF, dtype=torch.float32)
     grad_x_NF = torch.zeros_like(x_NF).index_copy_(0, real_R, grad_x_RF)
     return loss, (grad_x_NF, grad_w_VF, grad_b_V)
 
