@@ -257,14 +257,8 @@ def run_padded(rnn: nn.RNNBase, x_BSE: Tensor, len_B: Tensor) -> tuple[Tensor, R
         flag_G1[H : 2 * H] = PAD_GATE
     weights = [torch.cat([w_ih, flag_G1], dim=1), rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0]
     h0_1BH = x_BSE.new_zeros(1, B, H)
-    args = (
-        True,
-        1,
-        0.0,
-        rnn.training,
-        False,
-        True,
-    )  # bias, layers, dropout, train, bidir, batch_first
+    bias, layers, dropout, bidirectional, batch_first = True, 1, 0.0, False, True
+    args = (bias, layers, dropout, rnn.training, bidirectional, batch_first)
     if isinstance(rnn, nn.LSTM):
         out_BSH, _, c_1BH = torch._VF.lstm(x_BSF, (h0_1BH, h0_1BH), weights, *args)
     else:
