@@ -232,8 +232,18 @@ class FedSteps:
         self.joined = None
         if with_inputs and not torch.is_grad_enabled():
             self.joined = getattr(lstm, "joined0", None)
+        # Training: layer 0's gates come out with g doubled (see lstm_cell), the rows of g in
+        # its weights and bias doubled once per loop rather than the gates at every step.
+        self.doubled = False
         if gates_BTG is None and self.fused is None and self.joined is None:
-            gates_BTG = lstm.inputs[0](x_BTI)
+            layer0 = lstm.inputs[0]
+            if deferred_gradients(lstm.feed.weight) and type(layer0) is nn.Linear:
+                scale_G = _gate_scale(lstm.hidden_size, x_BTI.device)
+                weight_GI, bias_G = layer0.weight * scale_G.unsqueeze(1), layer0.bias * scale_G
+                gates_BTG = nn.functional.linear(x_BTI, weight_GI, bias_G)
+                self.doubled = True
+            else:
+                gates_BTG = layer0(x_BTI)
         self.pre_BTG = gates_BTG
         # One tensor per step, split once: the backward of ``pre_BTG[:, t]`` would allocate and
         # zero a whole (B, T, 4H) gradient at every step (T^2 work per sentence); unbind's
@@ -243,9 +253,10 @@ class FedSteps:
         self.joined_step = None
         if deferred_gradients(lstm.feed.weight):
             linears = [StepLinear(m, given.device.type) for m in linears]
-            if self.pre_steps is not None:  # layer 0's feed and h products as one per step
-                both = _Weights(torch.cat([lstm.feed.weight, lstm.recurrent[0].weight], dim=1))
-                self.joined_step = StepLinear(both, given.device.type)
+            if self.doubled:  # layer 0's feed and h products as one per step, g doubled
+                both = torch.cat([lstm.feed.weight, lstm.recurrent[0].weight], dim=1)
+                scale_G1 = _gate_scale(lstm.hidden_size, both.device).unsqueeze(1)
+                self.joined_step = StepLinear(_Weights(both * scale_G1), given.device.type)
         L = lstm.num_layers
         self.feed, self.recurrent, self.inputs = linears[0], linears[1 : 1 + L], linears[1 + L :]
 
@@ -292,7 +303,8 @@ class FedSteps:
             if layer > 0:
                 below_BH = hs[-1] if dropout is None else dropout(hs[-1])
                 gates_BG = self.inputs[layer - 1](below_BH) + self.recurrent[layer](h_LBH[layer])
-            h_BH, c_BH = lstm_cell(gates_BG, c_LBH[layer])
+            doubled = layer == 0 and self.doubled
+            h_BH, c_BH = lstm_cell(gates_BG, c_LBH[layer], doubled)
             hs.append(h_BH)
             cs.append(c_BH)
         if len(hs) == 1:  # one layer: views, not copies
@@ -315,14 +327,19 @@ def deferred_gradients(weight: Tensor) -> bool:
     return torch.is_grad_enabled() and weight.requires_grad
 
 
-def lstm_cell(gates_BG: Tensor, c_BH: Tensor) -> tuple[Tensor, Tensor]:
+def lstm_cell(gates_BG: Tensor, c_BH: Tensor, doubled: bool = False) -> tuple[Tensor, Tensor]:
     """The LSTM cell on precomputed gate pre-activations (i, f, g, o), in float32.
 
     One sigmoid covers all four gates: g is doubled first, and tanh(g) = 2 sigmoid(2g) - 1
-    (see :func:`tanh`).
+    (see :func:`tanh`). ``doubled``: the gates come with g doubled already, from weights whose
+    g rows were doubled (training's layer 0, :class:`FedSteps`). Doubling is exact in floating
+    point, so the result is the same, one pass over the gates fewer per step, forward and
+    backward.
     """
     H = c_BH.shape[-1]
-    gates_BG = gates_BG.float() * _gate_scale(H, gates_BG.device)
+    gates_BG = gates_BG.float()
+    if not doubled:
+        gates_BG = gates_BG * _gate_scale(H, gates_BG.device)
     i_BH, f_BH, g2_BH, o_BH = gates_BG.sigmoid().chunk(4, dim=1)
     c_BH = torch.addcmul(f_BH * c_BH.float(), i_BH, g2_BH * 2 - 1)
     return o_BH * tanh(c_BH), c_BH
