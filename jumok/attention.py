@@ -18,6 +18,7 @@ softmax gives weights ``[[0.5, 0.5, 0], [0.269, 0.731, 0]]``; contexts are ``[1.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -80,15 +81,15 @@ class DotAttention(nn.Module):
         keys_BSH = self.prepare_keys(hs_BSH) if keys_BSH is None else keys_BSH
         check_shapes(queries_BTH, keys_BSH, mask_BS)
         device = queries_BTH.device.type
+        precision = contextlib.nullcontext()
         if keys_BSH.dtype == hs_BSH.dtype == torch.float32 and _decoding_under_autocast(device):
             # float32 keys and values (Seq2Seq.encode, see decode_in_float32): stay in float32
-            with torch.autocast(device, enabled=False):
-                scores_BTS = self.scores(queries_BTH.float(), keys_BSH)
-                weights_BTS = masked_softmax(scores_BTS, mask_BS)
-                return weights_BTS @ hs_BSH, weights_BTS
-        scores_BTS = self.scores(queries_BTH, keys_BSH)
-        weights_BTS = masked_softmax(scores_BTS, mask_BS)
-        context_BTH = weights_BTS @ hs_BSH
+            precision = torch.autocast(device, enabled=False)
+            queries_BTH = queries_BTH.float()
+        with precision:
+            scores_BTS = self.scores(queries_BTH, keys_BSH)
+            weights_BTS = masked_softmax(scores_BTS, mask_BS)
+            context_BTH = weights_BTS @ hs_BSH
         return context_BTH, weights_BTS
 
 

@@ -238,8 +238,8 @@ class FedSteps:
         if gates_BTG is None and self.fused is None and self.joined is None:
             layer0 = lstm.inputs[0]
             if deferred_gradients(lstm.feed.weight) and type(layer0) is nn.Linear:
-                scale_G = _gate_scale(lstm.hidden_size, x_BTI.device)
-                weight_GI, bias_G = layer0.weight * scale_G.unsqueeze(1), layer0.bias * scale_G
+                scale_G1 = _gate_scale(lstm.hidden_size, x_BTI.device).unsqueeze(1)
+                weight_GI, bias_G = layer0.weight * scale_G1, layer0.bias * scale_G1.squeeze(1)
                 gates_BTG = nn.functional.linear(x_BTI, weight_GI, bias_G)
                 self.doubled = True
             else:
@@ -252,11 +252,13 @@ class FedSteps:
         linears = [lstm.feed, *lstm.recurrent, *lstm.inputs[1:]]
         self.joined_step = None
         if deferred_gradients(lstm.feed.weight):
-            linears = [StepLinear(m, given.device.type) for m in linears]
+            first = 0
             if self.doubled:  # layer 0's feed and h products as one per step, g doubled
                 both = torch.cat([lstm.feed.weight, lstm.recurrent[0].weight], dim=1)
-                scale_G1 = _gate_scale(lstm.hidden_size, both.device).unsqueeze(1)
                 self.joined_step = StepLinear(_Weights(both * scale_G1), given.device.type)
+                first = 2  # the feed and layer 0's recurrent layer: not stepped on their own
+            steps = [StepLinear(m, given.device.type) for m in linears[first:]]
+            linears = linears[:first] + steps
         L = lstm.num_layers
         self.feed, self.recurrent, self.inputs = linears[0], linears[1 : 1 + L], linears[1 + L :]
 
