@@ -26,6 +26,7 @@ field uses (each a ``model`` config field, off by default):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -257,10 +258,19 @@ class Decoder(nn.Module):
         return self.output(features_BTF), state, weights_BTS
 
     def features(
-        self, tgt_in_BT: Tensor, state: DecoderState, enc: Encoded
+        self,
+        tgt_in_BT: Tensor,
+        state: DecoderState,
+        enc: Encoded,
+        each_step: Callable[[Tensor], None] | None = None,
     ) -> tuple[Tensor, DecoderState, Tensor | None]:
         """:meth:`forward` without the output layer: what it reads at each step (features_BTF),
-        the state after the last step, and the attention weights."""
+        the state after the last step, and the attention weights.
+
+        ``each_step``: with input feeding, called with each step's features (B, 1, F) as soon as
+        the step has made them (training computes the loss of finished steps while the loop
+        goes on: :class:`jumok.loss.StepwiseCrossEntropy`); ignored without it.
+        """
         if tgt_in_BT.shape[1] == 1 and self._token_table_step():
             return self._generation_step(tgt_in_BT, state, enc)
         emb_BTE = self.embedding_dropout(self.embedding(tgt_in_BT))
@@ -270,7 +280,7 @@ class Decoder(nn.Module):
             summary_BTK = summary_BK.unsqueeze(1).expand(-1, emb_BTE.shape[1], -1)
             emb_BTE = torch.cat([emb_BTE, summary_BTK], dim=-1)
         if self.input_feeding:
-            return self._step_by_step(emb_BTE, state, enc, summary_BTK)
+            return self._step_by_step(emb_BTE, state, enc, summary_BTK, each_step)
         h_BTH, rnn_state = self.rnn(emb_BTE, state.rnn)
         out_BTF, weights_BTS = self._attend(h_BTH, enc, summary_BTK)
         return out_BTF, DecoderState(rnn_state), weights_BTS
@@ -309,6 +319,7 @@ class Decoder(nn.Module):
         state: DecoderState,
         enc: Encoded,
         summary_BTK: Tensor | None,
+        each_step: Callable[[Tensor], None] | None = None,
     ) -> tuple[Tensor, DecoderState, Tensor | None]:
         """Input feeding: step t's input is [x_t; attentional vector of step t - 1]. Returns what
         the output layer reads at each step."""
@@ -336,6 +347,8 @@ class Decoder(nn.Module):
             feed_BH = out_B1H.squeeze(1)
             outs.append(out_B1H)
             weights.append(weights_B1S)
+            if each_step is not None:
+                each_step(out_B1H)
         out_BTF = torch.cat(outs, dim=1)
         return out_BTF, DecoderState(rnn_state, feed_BH), torch.cat(weights, dim=1)
 

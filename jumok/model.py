@@ -9,7 +9,7 @@ from jumok.attention import decode_in_float32
 from jumok.config import ModelConfig
 from jumok.decoder import Decoder, DecoderState, Encoded
 from jumok.encoder import Encoder
-from jumok.loss import output_cross_entropy
+from jumok.loss import StepwiseCrossEntropy, output_cross_entropy
 from jumok.vocab import PAD_ID
 
 __all__ = ["DecoderState", "Encoded", "Seq2Seq", "build_model"]
@@ -106,9 +106,19 @@ class Seq2Seq(nn.Module):
 
         The same number as ``cross_entropy(forward(...)[0], tgt_out_BT, reduction="sum")``, with
         the output layer and the loss computed together a slice of rows at a time
-        (:func:`jumok.loss.output_cross_entropy`): the (B, T, V) logits never exist.
+        (:func:`jumok.loss.output_cross_entropy`): the (B, T, V) logits never exist. With input
+        feeding and gradients (training), a slice of a few steps as soon as the decoder loop has
+        made them (:class:`jumok.loss.StepwiseCrossEntropy`).
         """
         enc = self.encode(src_BS, src_len_B)
+        if self.decoder.input_feeding and torch.is_grad_enabled():  # step by step: the loss too
+            stepwise = StepwiseCrossEntropy(
+                self.decoder.output, tgt_out_BT, label_smoothing, ignore_index=PAD_ID
+            )
+            features_BTF, _, _ = self.decoder.features(
+                tgt_in_BT, enc.state, enc, each_step=stepwise.add
+            )
+            return stepwise.total(features_BTF)
         features_BTF, _, _ = self.decoder.features(tgt_in_BT, enc.state, enc)
         return output_cross_entropy(
             features_BTF.reshape(-1, features_BTF.shape[-1]),

@@ -141,3 +141,86 @@ def test_the_models_loss_is_the_cross_entropy_of_its_logits(feeding):
     for name, p in model.named_parameters():
         if name in ref:
             torch.testing.assert_close(p.grad, ref[name], rtol=1e-4, atol=1e-6)
+
+
+def _stepwise_grads(x_BTF, output, target_BT, eps, scale=0.37):
+    x_BTF = x_BTF.detach().clone().requires_grad_()
+    output.zero_grad()
+    stepwise = loss_module.StepwiseCrossEntropy(output, target_BT, eps, ignore_index=0)
+    steps = [x_BTF[:, t : t + 1] * 1.0 for t in range(x_BTF.shape[1])]  # as a loop makes them
+    for step_B1F in steps:
+        stepwise.add(step_B1F)
+    loss = stepwise.total(torch.cat(steps, dim=1))
+    (loss * scale).backward()
+    bias = None if output.bias is None else output.bias.grad.clone()
+    return float(loss.detach()), x_BTF.grad.clone(), output.weight.grad.clone(), bias
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    B=st.integers(1, 5),
+    T=st.integers(1, 9),
+    V=st.integers(2, 12),
+    eps=st.sampled_from([0.0, 0.1]),
+    slice_logits=st.integers(1, 300),
+    bias=st.booleans(),
+)
+def test_stepwise_loss_gives_the_loss_and_gradients_of_all_rows_at_once(
+    B, T, V, eps, slice_logits, bias
+):
+    torch.manual_seed(B * 100 + T * 10 + V)
+    output = torch.nn.Linear(5, V, bias=bias)
+    x_BTF = torch.randn(B, T, 5) * 2
+    target_BT = torch.randint(0, V, (B, T))
+    target_BT[0, -1] = 0  # padding
+    old = loss_module.SLICE_LOGITS
+    loss_module.SLICE_LOGITS = slice_logits  # 1 to T steps per slice, a shorter last one
+    try:
+        got = _stepwise_grads(x_BTF, output, target_BT, eps)
+    finally:
+        loss_module.SLICE_LOGITS = old
+    flat = _grads(_plain, x_BTF.reshape(-1, 5), output, target_BT.reshape(-1), eps)
+    assert got[0] == pytest.approx(flat[0], rel=1e-5, abs=1e-5)
+    torch.testing.assert_close(got[1].reshape(-1, 5), flat[1], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got[2], flat[2], rtol=1e-5, atol=1e-5)
+    if bias:
+        torch.testing.assert_close(got[3], flat[3], rtol=1e-5, atol=1e-5)
+    else:
+        assert got[3] is None
+
+
+def test_stepwise_loss_computes_each_slice_as_soon_as_its_steps_are_in(monkeypatch):
+    output = torch.nn.Linear(4, 10)
+    target_BT = torch.randint(1, 10, (3, 7))
+    monkeypatch.setattr(loss_module, "SLICE_LOGITS", 3 * 10 * 2)  # two steps per slice
+    stepwise = loss_module.StepwiseCrossEntropy(output, target_BT)
+    seen = []
+    for t in range(7):
+        stepwise.add(torch.randn(3, 1, 4))
+        seen.append(stepwise.done)
+    assert seen == [0, 2, 2, 4, 4, 6, 6]
+    assert float(stepwise.loss) > 0  # six steps' loss already summed
+    with pytest.raises(ValueError, match="7 target steps, but features of 7 steps were added"):
+        stepwise.total(torch.randn(3, 6, 4))  # the last step is computed; the shapes disagree
+
+
+def test_training_loss_with_input_feeding_goes_step_by_step(monkeypatch):
+    torch.manual_seed(3)
+    cfg = tiny_model_config(hidden=8, embedding=6)
+    cfg = cfg.model_copy(update={"decoder": cfg.decoder.model_copy(update={"input_feeding": True})})
+    model = build_model(cfg, 11, 13).train()
+    made = []
+    original = loss_module.StepwiseCrossEntropy.add
+    monkeypatch.setattr(
+        loss_module.StepwiseCrossEntropy,
+        "add",
+        lambda self, x: (made.append(x.shape), original(self, x))[1],
+    )
+    src, src_len = torch.randint(4, 11, (2, 5)), torch.tensor([5, 2])
+    tgt = torch.randint(4, 13, (2, 6))
+    model.loss(src, src_len, tgt, tgt).backward()
+    assert made == [torch.Size([2, 1, model.decoder.output.in_features])] * 6
+    with torch.no_grad():  # evaluation: all rows after the loop
+        made.clear()
+        model.loss(src, src_len, tgt, tgt)
+    assert made == []
