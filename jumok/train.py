@@ -70,6 +70,7 @@ from jumok.data import (
 from jumok.distributed import SINGLE, World, current_world
 from jumok.errors import ConfigError, DataError, RunDirError, WriteError
 from jumok.feeding import without_token_tables
+from jumok.loss import release_workspaces
 from jumok.metrics import bleu, chrf, exact_match, token_accuracy
 from jumok.model import Seq2Seq, build_model
 from jumok.resume import (
@@ -565,6 +566,7 @@ def _train(
     def validate(epoch: int) -> None:
         nonlocal stopped_early, since_time
         seconds = time.perf_counter() - since_time
+        release_workspaces()  # the loss's buffers (jumok.loss): decoding needs the memory more
         scores = evaluate(model, dev_data, splits.dev, detok, cfg, device)
         release_free_memory()
         record = EpochRecord(
