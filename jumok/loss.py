@@ -16,6 +16,12 @@ by the incoming gradient (the loss is a sum, so that is one number). No (N, V) t
 exists. Under autocast the products run in its dtype (bf16), as ``nn.Linear``'s would. A row
 whose p_target is below ``1e-30`` (float32 would lose it) takes ``lse - z_target`` instead.
 
+In training with input feeding the decoder makes its features one step at a time, and
+:class:`StepwiseCrossEntropy` computes the same loss a slice of a few steps at a time, as soon
+as the loop has made them. Either way, when gradients are wanted a slice writes into buffers kept
+from slice to slice and from update to update (:class:`_Workspace`), not fresh 8-16 MB tensors
+that the system would fault in again page by page.
+
 Label smoothing is PyTorch's: q = (1 - eps) one_hot + eps / V, so a row's loss is
 ``(1 - eps) * (lse - z_target) + eps * (lse - mean(z))`` (z: the row's logits, lse: their
 log-sum-exp, here ``z_target - log p_target``).
