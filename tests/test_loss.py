@@ -195,7 +195,7 @@ def test_stepwise_loss_computes_each_slice_as_soon_as_its_steps_are_in(monkeypat
     monkeypatch.setattr(loss_module, "SLICE_LOGITS", 3 * 10 * 2)  # two steps per slice
     stepwise = loss_module.StepwiseCrossEntropy(output, target_BT)
     seen = []
-    for t in range(7):
+    for _ in range(7):
         stepwise.add(torch.randn(3, 1, 4))
         seen.append(stepwise.done)
     assert seen == [0, 2, 2, 4, 4, 6, 6]
