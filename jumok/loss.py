@@ -40,6 +40,13 @@ from torch import Tensor, nn
 # way at 3,000 rows, as was 8 Mi (measured here). Below 32 MB a slice's buffers are reused by
 # glibc rather than mapped afresh, and a softmax over 34 MB took 17x the time of one over 12 MB.
 SLICE_LOGITS = 2**22
+# Most logits per slice when gradients are computed (training), whose buffers are kept
+# (:class:`_Workspace`) and so never mapped afresh: 16 Mi, most Task B batches in one slice.
+# In-process A/B of Task B training updates (bf16, kept buffers): 8 Mi took 0.985 of the time of
+# 4 Mi, and 16 Mi 0.986 of 8 Mi's (fewer float32 additions of weight-gradient products, fewer
+# and larger products). The buffers then hold ~140 MB on that model; they are freed before each
+# validation, whose own slices keep SLICE_LOGITS (the validation is a run's memory peak).
+GRAD_SLICE_LOGITS = 2**24
 
 
 def output_cross_entropy(
@@ -84,7 +91,7 @@ def output_cross_entropy(
 class StepwiseCrossEntropy:
     """:func:`output_cross_entropy` over a decoder loop's (B, T) targets, computed while the loop
     runs: each step's features are handed to :meth:`add` as soon as the step has made them, and
-    every ``SLICE_LOGITS // (B V)`` steps (8 on the Task B model) the output layer and the loss
+    every ``GRAD_SLICE_LOGITS // (B V)`` steps (33 on the Task B model) the output layer and the loss
     of those steps are computed, with their gradients, as one slice. :meth:`total` then gives the
     summed loss, differentiable as :func:`output_cross_entropy`'s.
 
@@ -108,7 +115,7 @@ class StepwiseCrossEntropy:
         bias = output.bias
         self.bias_V = None if bias is None else bias.detach().to(self.dtype)
         B, V = target_BT.shape[0], self.weight_VF.shape[0]
-        self.slice_steps = max(1, SLICE_LOGITS // max(B * V, 1))
+        self.slice_steps = max(1, GRAD_SLICE_LOGITS // max(B * V, 1))
         self.waiting: list[Tensor] = []  # features (B, 1, F) of steps not yet in a slice
         self.done = 0  # steps computed
         self.loss = torch.zeros((), dtype=torch.float32, device=target_BT.device)
@@ -218,14 +225,14 @@ def _loss(
     real_R = (target_N != ignore_index).nonzero().squeeze(1)  # padding rows are left out
     xs_RF, target_R = x_NF.index_select(0, real_R), target_N.index_select(0, real_R)
     loss = torch.zeros((), dtype=torch.float32, device=x_NF.device)
-    rows = max(1, SLICE_LOGITS // max(V, 1))
+    rows = max(1, (GRAD_SLICE_LOGITS if grads else SLICE_LOGITS) // max(V, 1))
     space = None
     if grads:
         grad_x_RF = torch.empty_like(xs_RF, dtype=dtype)
         # grad_w_VF: None until the first slice's product, then the others added
         if grad_b_V is None and bias_V is not None:
             grad_b_V = torch.zeros_like(bias_V, dtype=torch.float32)
-        space = _workspace(rows, w_VF)
+        space = _workspace(min(rows, xs_RF.shape[0]), w_VF)
     for start in range(0, xs_RF.shape[0], rows):
         x_CF = xs_RF[start : start + rows].to(dtype)
         t_C1 = target_R[start : start + rows].unsqueeze(1)
@@ -274,8 +281,9 @@ class _Workspace:
     (K x V, float32) and the weight-gradient product (V x F). Fresh tensors of these sizes
     (8-16 MB each on the Task B model) were handed back to the system when freed and faulted
     in again page by page when next allocated: three slices of 512 rows took 134 against 112 ms
-    with the buffers kept (measured here). The weight gradient itself is a new tensor each time,
-    since it becomes the parameter's ``.grad``.
+    with the buffers kept (measured here). Kept, the slices can also be larger
+    (``GRAD_SLICE_LOGITS``): ~140 MB on that model. The weight gradient itself is a new tensor
+    each time, since it becomes the parameter's ``.grad``.
     """
 
     def __init__(self, rows: int, w_VF: Tensor):
@@ -290,15 +298,18 @@ _WORKSPACES = threading.local()  # one per thread: two threads training side by 
 
 
 def _workspace(rows: int, w_VF: Tensor) -> _Workspace:
-    """The workspace for slices of up to ``rows`` rows through ``w_VF`` (made on first use)."""
-    key = (rows, *w_VF.shape, w_VF.dtype, w_VF.device)
+    """A workspace for slices of ``rows`` rows through ``w_VF``: this thread's, made on first
+    use and made again larger when a slice needs more rows (so it holds the largest slice seen,
+    not the most a slice may have)."""
+    key = (*w_VF.shape, w_VF.dtype, w_VF.device)
     spaces = getattr(_WORKSPACES, "spaces", None)
     if spaces is None:
         spaces = _WORKSPACES.spaces = {}
-    if key not in spaces:
-        spaces.clear()  # another model or slice size: the old buffers are not kept
-        spaces[key] = _Workspace(rows, w_VF)
-    return spaces[key]
+    space = spaces.get(key)
+    if space is None or space.z_KV.shape[0] < rows:
+        spaces.clear()  # another model, or too small: the old buffers are not kept
+        spaces[key] = space = _Workspace(rows, w_VF)
+    return space
 
 
 def release_workspaces() -> None:

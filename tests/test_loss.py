@@ -52,12 +52,15 @@ def _case(N=23, F_=6, V=9, bias=True, seed=0):
 def test_same_loss_and_gradients_as_the_plain_way(N, V, eps, slice_logits, bias):
     x, output, target = _case(N, 5, V, bias, seed=N * 13 + V)
     ref = _grads(_plain, x, output, target, eps)
-    old = loss_module.SLICE_LOGITS
-    loss_module.SLICE_LOGITS = slice_logits
+    old = loss_module.SLICE_LOGITS, loss_module.GRAD_SLICE_LOGITS
+    loss_module.SLICE_LOGITS = loss_module.GRAD_SLICE_LOGITS = slice_logits
     try:
         got = _grads(output_cross_entropy, x, output, target, eps)
+        with torch.no_grad():
+            alone = float(output_cross_entropy(x, output, target, eps))  # without gradients
     finally:
-        loss_module.SLICE_LOGITS = old
+        loss_module.SLICE_LOGITS, loss_module.GRAD_SLICE_LOGITS = old
+    assert alone == pytest.approx(ref[0], rel=1e-5, abs=1e-5)
     assert got[0] == pytest.approx(ref[0], rel=1e-5, abs=1e-5)
     for a, b in zip(got[1:], ref[1:], strict=True):
         if b is None:
@@ -173,12 +176,12 @@ def test_stepwise_loss_gives_the_loss_and_gradients_of_all_rows_at_once(
     x_BTF = torch.randn(B, T, 5) * 2
     target_BT = torch.randint(0, V, (B, T))
     target_BT[0, -1] = 0  # padding
-    old = loss_module.SLICE_LOGITS
-    loss_module.SLICE_LOGITS = slice_logits  # 1 to T steps per slice, a shorter last one
+    old = loss_module.GRAD_SLICE_LOGITS
+    loss_module.GRAD_SLICE_LOGITS = slice_logits  # 1 to T steps per slice, a shorter last one
     try:
         got = _stepwise_grads(x_BTF, output, target_BT, eps)
     finally:
-        loss_module.SLICE_LOGITS = old
+        loss_module.GRAD_SLICE_LOGITS = old
     flat = _grads(_plain, x_BTF.reshape(-1, 5), output, target_BT.reshape(-1), eps)
     assert got[0] == pytest.approx(flat[0], rel=1e-5, abs=1e-5)
     torch.testing.assert_close(got[1].reshape(-1, 5), flat[1], rtol=1e-5, atol=1e-5)
@@ -192,7 +195,7 @@ def test_stepwise_loss_gives_the_loss_and_gradients_of_all_rows_at_once(
 def test_stepwise_loss_computes_each_slice_as_soon_as_its_steps_are_in(monkeypatch):
     output = torch.nn.Linear(4, 10)
     target_BT = torch.randint(1, 10, (3, 7))
-    monkeypatch.setattr(loss_module, "SLICE_LOGITS", 3 * 10 * 2)  # two steps per slice
+    monkeypatch.setattr(loss_module, "GRAD_SLICE_LOGITS", 3 * 10 * 2)  # two steps per slice
     stepwise = loss_module.StepwiseCrossEntropy(output, target_BT)
     seen = []
     for _ in range(7):
