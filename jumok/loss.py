@@ -7,20 +7,21 @@ batch of 64 long sentences gives N ~ 3,000 rows of V ~ 8,000: ~100 MB per float3
 ten passes of memory traffic over them per update.
 
 :func:`output_cross_entropy` computes the same loss and gradients a slice of rows at a time
-(``SLICE_LOGITS`` logits per slice), padding rows (``ignore_index``) left out. For each slice,
-in the forward pass, it computes the logits, their softmax p (float32, one pass), the loss
+(``SLICE_LOGITS`` logits per slice, ``GRAD_SLICE_LOGITS`` with gradients), padding rows
+(``ignore_index``) left out. For each slice, in the forward pass, it computes the logits, their softmax p (float32, one pass), the loss
 ``-log p_target``, and at once the gradient of the loss with respect to the logits, ``p - q``
 (q: the target distribution, one-hot or label-smoothed), and from it the gradients of the
 features, the weight and the bias. Only those gradients are kept; the backward pass scales them
-by the incoming gradient (the loss is a sum, so that is one number). No (N, V) tensor ever
-exists. Under autocast the products run in its dtype (bf16), as ``nn.Linear``'s would. A row
+by the incoming gradient (the loss is a sum, so that is one number). No tensor larger than a
+slice's logits exists. Under autocast the products run in its dtype (bf16), as ``nn.Linear``'s would. A row
 whose p_target is below ``1e-30`` (float32 would lose it) takes ``lse - z_target`` instead.
 
 In training with input feeding the decoder makes its features one step at a time, and
-:class:`StepwiseCrossEntropy` computes the same loss a slice of a few steps at a time, as soon
-as the loop has made them. Either way, when gradients are wanted a slice writes into buffers kept
-from slice to slice and from update to update (:class:`_Workspace`), not fresh 8-16 MB tensors
-that the system would fault in again page by page.
+:class:`StepwiseCrossEntropy` computes the same loss a slice of steps at a time, as soon as the
+loop has made them. Either way, when gradients are wanted the slices hold up to
+``GRAD_SLICE_LOGITS`` logits and write into buffers kept from slice to slice and from update to
+update (:class:`_Workspace`), not fresh tensors that the system would fault in again page by
+page.
 
 Label smoothing is PyTorch's: q = (1 - eps) one_hot + eps / V, so a row's loss is
 ``(1 - eps) * (lse - z_target) + eps * (lse - mean(z))`` (z: the row's logits, lse: their
@@ -89,16 +90,19 @@ def output_cross_entropy(
 
 
 class StepwiseCrossEntropy:
-    """:func:`output_cross_entropy` over a decoder loop's (B, T) targets, computed while the loop
+    """:func:`output_cross_entropy` over a decoder loop's (B, T) targets, computed as the loop
     runs: each step's features are handed to :meth:`add` as soon as the step has made them, and
-    every ``GRAD_SLICE_LOGITS // (B V)`` steps (33 on the Task B model) the output layer and the loss
-    of those steps are computed, with their gradients, as one slice. :meth:`total` then gives the
-    summed loss, differentiable as :func:`output_cross_entropy`'s.
+    every ``GRAD_SLICE_LOGITS // (B V)`` steps (33 on the Task B model) the output layer and the
+    loss of those steps are computed, with their gradients, as one slice; :meth:`total` computes
+    the rest and gives the summed loss, differentiable as :func:`output_cross_entropy`'s. (Most
+    Task B batches are shorter than 33 steps: one slice, at the end of the loop.)
 
-    The same numbers, computed in another order: the slices follow the steps (all B rows of a
-    few steps) rather than the rows of the (B, T) batch, and no (B T, F) copy of the real rows is
-    gathered first or its gradient scattered back at the end. Task B training updates took 0.95
-    of the time of :func:`output_cross_entropy` after the loop (docs/benchmarks.md).
+    The same numbers, computed in another order: the slices follow the steps (all B rows of
+    some steps) rather than the rows of the (B, T) batch, and no (B T, F) copy of the real rows
+    is gathered first or its gradient scattered back at the end. Task B training updates took
+    0.97 of the time of :func:`output_cross_entropy` after the loop, with slices of 8 steps
+    (in-process A/B, docs/benchmarks.md); the same step-wise slices computed after the loop
+    instead of during it gave nearly the same gain.
     """
 
     def __init__(
