@@ -63,3 +63,34 @@ def test_bleu_of_an_output_file(tmp_path):
     assert decode.bleu(out, ref) == 100.0
     out.write_text("ein Hund .\nzwei Katzen schlafen .\n", encoding="utf-8")
     assert decode.bleu(out, ref) < 20
+
+
+def test_the_memory_wrapper_ends_what_a_command_leaves_behind(tmp_path):
+    # OpenNMT-py's data-loader workers outlived it when it was stopped; the wrapper now ends
+    # the command's whole process group
+    import subprocess
+    import time
+
+    marker = tmp_path / "left.pid"
+    peak = Path(__file__).resolve().parents[1] / "benchmarks" / "peers" / "peak.py"
+    command = ["bash", "-c", f"sleep 600 & echo $! > {marker}; exit 0"]
+    done = subprocess.run(
+        [sys.executable, str(peak), "--log", str(tmp_path / "log"), "--", *command],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert '"returncode": 0' in done.stdout
+    left = int(marker.read_text())
+    for _ in range(50):  # the kill is asynchronous: wait for the process to be gone
+        if not Path(f"/proc/{left}").exists() or "Z" in _state(left):
+            break
+        time.sleep(0.05)
+    assert not Path(f"/proc/{left}").exists() or "Z" in _state(left)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return "Z"
