@@ -8,13 +8,14 @@ ten passes of memory traffic over them per update.
 
 :func:`output_cross_entropy` computes the same loss and gradients a slice of rows at a time
 (``SLICE_LOGITS`` logits per slice, ``GRAD_SLICE_LOGITS`` with gradients), padding rows
-(``ignore_index``) left out. For each slice, in the forward pass, it computes the logits, their softmax p (float32, one pass), the loss
-``-log p_target``, and at once the gradient of the loss with respect to the logits, ``p - q``
-(q: the target distribution, one-hot or label-smoothed), and from it the gradients of the
-features, the weight and the bias. Only those gradients are kept; the backward pass scales them
-by the incoming gradient (the loss is a sum, so that is one number). No tensor larger than a
-slice's logits exists. Under autocast the products run in its dtype (bf16), as ``nn.Linear``'s would. A row
-whose p_target is below ``1e-30`` (float32 would lose it) takes ``lse - z_target`` instead.
+(``ignore_index``) left out. For each slice, in the forward pass, it computes the logits, their
+softmax p (float32, one pass), the loss ``-log p_target``, and at once the gradient of the loss
+with respect to the logits, ``p - q`` (q: the target distribution, one-hot or label-smoothed),
+and from it the gradients of the features, the weight and the bias. Only those gradients are
+kept; the backward pass scales them by the incoming gradient (the loss is a sum, so that is one
+number). No tensor larger than a slice's logits exists. Under autocast the products run in its
+dtype (bf16), as ``nn.Linear``'s would. A row whose p_target is below ``1e-30`` (float32 would
+lose it) takes ``lse - z_target`` instead.
 
 In training with input feeding the decoder makes its features one step at a time, and
 :class:`StepwiseCrossEntropy` computes the same loss a slice of steps at a time, as soon as the
@@ -168,11 +169,7 @@ class StepwiseCrossEntropy:
                 f"stepwise loss: {T} target steps, but features of {self.done} steps were added "
                 f"and the given features have {features_BTF.shape[1]}"
             )
-        grad_x_BTF = torch.cat(self.grad_x, dim=1)
-        grad_w_VF = self.grad_w_VF
-        if grad_w_VF is None:
-            grad_w_VF = torch.zeros_like(self.output.weight, dtype=torch.float32)
-        grads = (grad_x_BTF, grad_w_VF, self.grad_b_V)
+        grads = (torch.cat(self.grad_x, dim=1), self.grad_w_VF, self.grad_b_V)
         output = self.output
         return _GivenGradients.apply(features_BTF, output.weight, output.bias, self.loss, grads)
 
@@ -246,9 +243,10 @@ def _loss(
             p_CV = torch.softmax(z_CV, dim=1, dtype=torch.float32)  # one pass, read in z's dtype
         else:  # the same, in the workspace's buffers
             z_CV = space.z_KV[:C]
-            torch.mm(x_CF, w_VF.t(), out=z_CV) if b_V is None else torch.addmm(
-                b_V, x_CF, w_VF.t(), out=z_CV
-            )
+            if b_V is None:
+                torch.mm(x_CF, w_VF.t(), out=z_CV)
+            else:
+                torch.addmm(b_V, x_CF, w_VF.t(), out=z_CV)
             p_CV = space.p_KV[:C].copy_(z_CV)
             torch.ops.aten._softmax.out(p_CV, 1, False, out=p_CV)  # in place, row by row
         loss_C = _nll(p_CV, z_CV, t_C1)
