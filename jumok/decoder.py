@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from jumok.attention import StepAttention, build_attention, step_attention
 from jumok.config import ModelConfig
-from jumok.encoder import Final, RNNState, dropout_or_identity, make_rnn
+from jumok.encoder import Dropout, Final, RNNState, dropout_or_identity, keep_mask, make_rnn
 from jumok.feeding import InputFeedingLSTM, StepLinear, deferred_gradients
 from jumok.vocab import PAD_ID
 
@@ -335,7 +335,12 @@ class Decoder(nn.Module):
         if torch.is_grad_enabled() and step_attention(self.attention):
             if x_BTE.shape[0] == enc.hs_BSH.shape[0]:
                 attend = StepAttention(self.attention, enc.hs_BSH, enc.mask_BS, enc.keys_BSH)
-        for t in range(x_BTE.shape[1]):
+        T, dropout = x_BTE.shape[1], self.attentional_dropout
+        # training on a CPU: the dropout masks of all T steps drawn at once (one draw, not T)
+        drawn = isinstance(dropout, Dropout) and dropout.training and dropout.p > 0
+        drawn = drawn and x_BTE.device.type == "cpu"
+        masks_TB1H = None
+        for t in range(T):
             if steps is not None:
                 h_BH, rnn_state = steps.step(feed_BH, rnn_state)
                 h_B1H = h_BH.unsqueeze(1)
@@ -343,7 +348,14 @@ class Decoder(nn.Module):
                 x_B1F = torch.cat([x_BTE[:, t : t + 1], feed_BH.unsqueeze(1)], dim=-1)
                 h_B1H, rnn_state = self.rnn(x_B1F, rnn_state)
             summary_B1K = None if summary_BTK is None else summary_BTK[:, t : t + 1]
-            out_B1H, weights_B1S = self._attend(h_B1H, enc, summary_B1K, attentional, attend)
+            out_B1H, weights_B1S = self._attend(
+                h_B1H, enc, summary_B1K, attentional, attend, dropout=not drawn
+            )
+            if drawn:
+                if masks_TB1H is None:
+                    shape = (T, *out_B1H.shape)
+                    masks_TB1H = keep_mask(shape, dropout.p, out_B1H.dtype, out_B1H.device)
+                out_B1H = out_B1H * masks_TB1H[t]
             feed_BH = out_B1H.squeeze(1)
             outs.append(out_B1H)
             weights.append(weights_B1S)
@@ -359,6 +371,7 @@ class Decoder(nn.Module):
         summary_BTK: Tensor | None,
         attentional=None,
         attend: StepAttention | None = None,
+        dropout: bool = True,
     ) -> tuple[Tensor, Tensor | None]:
         """The vector the output layer reads for each step, and the attention weights.
 
@@ -378,7 +391,7 @@ class Decoder(nn.Module):
         out_BTF = torch.cat(features, dim=-1) if len(features) > 1 else h_BTH
         if self.attentional is not None:
             out_BTF = (attentional or self.attentional)(out_BTF).tanh()
-        return self.attentional_dropout(out_BTF), weights_BTS
+        return (self.attentional_dropout(out_BTF) if dropout else out_BTF), weights_BTS
 
     def _attention(self, h_NTH: Tensor, enc: Encoded) -> tuple[Tensor, Tensor]:
         """Attention of N rows over the B sentences of ``enc`` (N a multiple of B).

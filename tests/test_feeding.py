@@ -176,3 +176,38 @@ def test_the_cell_matches_the_textbook_lstm_cell_forward_and_backward(uses):
         grads.append((h_new.detach(), c_new.detach(), gates.grad, c.grad))
     for got, want in zip(*grads, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_a_training_loops_attentional_dropout_draws_a_fresh_mask_for_every_step(autocast):
+    """The loop draws the masks of all its steps at once (jumok.decoder): each step must still
+    get its own, drop with probability p, rescale by 1 / (1 - p), and pass the gradient."""
+    from conftest import tiny_model_config
+
+    from jumok.model import build_model
+
+    torch.manual_seed(0)
+    cfg = tiny_model_config(hidden=64, embedding=6)
+    cfg = cfg.model_copy(
+        update={
+            "decoder": cfg.decoder.model_copy(update={"input_feeding": True}),
+            "dropout": cfg.dropout.model_copy(update={"attentional": 0.5}),
+        }
+    )
+    model = build_model(cfg, 11, 13).train()
+    src, src_len = torch.randint(4, 11, (32, 5)), torch.full((32,), 5)
+    tgt = torch.randint(4, 13, (32, 6))
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        enc = model.encode(src, src_len)
+        out_BTF, _, _ = model.decoder.features(tgt, enc.state, enc)
+    assert out_BTF.dtype == (torch.bfloat16 if autocast else torch.float32)
+    dropped_BTF = out_BTF == 0
+    assert abs(dropped_BTF.float().mean().item() - 0.5) < 0.05
+    for t in range(1, 6):  # not one mask for every step
+        assert not torch.equal(dropped_BTF[:, t], dropped_BTF[:, 0])
+    kept = out_BTF[~dropped_BTF].float().abs()
+    assert kept.max() <= 2.0 + 1e-2  # tanh's range, doubled by 1 / (1 - p)
+    (out_BTF.float() * torch.randn(out_BTF.shape)).sum().backward()
+    for name, p in model.decoder.named_parameters():
+        if not name.startswith("output."):  # the output layer is not part of the features
+            assert p.grad is not None and p.grad.abs().sum() > 0, name

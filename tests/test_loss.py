@@ -227,3 +227,29 @@ def test_training_loss_with_input_feeding_goes_step_by_step(monkeypatch):
         made.clear()
         model.loss(src, src_len, tgt, tgt)
     assert made == []
+
+
+def test_stepwise_loss_under_bf16_reads_the_weights_of_the_moment():
+    """Under autocast the output weight's bf16 copy is written into a buffer kept between
+    updates: the next loss must see the weights as they are then, not the previous copy."""
+    torch.manual_seed(0)
+    output = torch.nn.Linear(8, 11)
+    x_BTF, target_BT = torch.randn(3, 4, 8), torch.randint(1, 11, (3, 4))
+
+    def stepwise():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = loss_module.StepwiseCrossEntropy(output, target_BT)
+            for t in range(4):
+                loss.add(x_BTF[:, t : t + 1])
+            return float(loss.total(x_BTF).detach())
+
+    def plain():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return float(_plain(x_BTF.reshape(-1, 8), output, target_BT.reshape(-1), 0.0).detach())
+
+    first = stepwise()
+    assert first == pytest.approx(plain(), rel=1e-3)
+    with torch.no_grad():
+        output.weight.mul_(3.0)  # in place, as the optimizer updates it
+    assert stepwise() == pytest.approx(plain(), rel=1e-3)
+    assert stepwise() != pytest.approx(first, rel=1e-2)
