@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ from conftest import TGT_V, random_batch, tiny_model_config
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from jumok.config import ModelConfig
-from jumok.encoder import padded_run_applies, run_by_length, run_padded
+from jumok.encoder import padded_run_applies, reverse_within_length, run_by_length, run_padded
 from jumok.model import build_model
 from jumok.search import greedy
 from jumok.vocab import EOS_ID
@@ -39,9 +40,16 @@ def test_run_by_length_equals_packed_lstm(lengths):
     torch.testing.assert_close(c, c_ref)
 
 
+def _by_length_reversed(rnn, x, len_B):
+    """The backward direction the plain way: each sentence reversed within its length."""
+    hs, state = run_by_length(rnn, reverse_within_length(x, len_B), len_B)
+    return reverse_within_length(hs, len_B), state
+
+
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
-@pytest.mark.parametrize("lengths", [[2, 5, 5, 3], [1, 6], [4, 1, 3, 2, 4]])
-def test_run_padded_equals_run_by_length_with_gradients(kind, lengths):
+@pytest.mark.parametrize("lengths", [[2, 5, 5, 3], [1, 6], [4, 1, 3, 2, 4], [3, 3]])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_run_padded_equals_run_by_length_with_gradients(kind, lengths, reverse):
     torch.manual_seed(0)
     rnn = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[kind](3, 4, batch_first=True)
     assert padded_run_applies(rnn)
@@ -49,7 +57,8 @@ def test_run_padded_equals_run_by_length_with_gradients(kind, lengths):
     x = torch.randn(len(lengths), max(lengths), 3)
     x[torch.arange(max(lengths)) >= len_B.unsqueeze(1)] = 0  # padding embeds to zeros
     results = []
-    for run in (run_by_length, run_padded):
+    reference = _by_length_reversed if reverse else run_by_length
+    for run in (reference, functools.partial(run_padded, reverse=reverse)):
         rnn.zero_grad()
         x_in = x.clone().requires_grad_()
         hs, state = run(rnn, x_in, len_B)
@@ -65,7 +74,7 @@ def test_run_padded_equals_run_by_length_with_gradients(kind, lengths):
     for a, b in zip(got_dw, want_dw, strict=True):
         torch.testing.assert_close(a, b)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        bf16 = run_padded(rnn, x, len_B)[0]
+        bf16 = run_padded(rnn, x, len_B, reverse=reverse)[0]
     assert (bf16.float() - want[0]).abs().max() < 0.02
 
 
