@@ -376,7 +376,9 @@ class Decoder(nn.Module):
         """The vector the output layer reads for each step, and the attention weights.
 
         ``attentional``: what computes the attentional layer (default: the layer itself);
-        ``attend``: what computes the attention (default: the module, over ``enc``).
+        ``attend``: what computes the attention (default: the module, over ``enc``);
+        ``dropout``: False when the caller applies the attentional dropout itself (a training
+        loop's masks drawn for all steps at once).
         """
         features = [h_BTH]
         weights_BTS = None

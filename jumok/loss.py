@@ -300,14 +300,19 @@ class _Workspace:
 _WORKSPACES = threading.local()  # one per thread: two threads training side by side share none
 
 
+def _kept(name: str) -> dict:
+    """This thread's dict of kept buffers called ``name`` (made empty on first use)."""
+    if not hasattr(_WORKSPACES, name):
+        setattr(_WORKSPACES, name, {})
+    return getattr(_WORKSPACES, name)
+
+
 def _workspace(rows: int, w_VF: Tensor) -> _Workspace:
     """A workspace for slices of ``rows`` rows through ``w_VF``: this thread's, made on first
     use and made again larger when a slice needs more rows (so it holds the largest slice seen,
     not the most a slice may have)."""
     key = (*w_VF.shape, w_VF.dtype, w_VF.device)
-    spaces = getattr(_WORKSPACES, "spaces", None)
-    if spaces is None:
-        spaces = _WORKSPACES.spaces = {}
+    spaces = _kept("spaces")
     space = spaces.get(key)
     if space is None or space.z_KV.shape[0] < rows:
         spaces.clear()  # another model, or too small: the old buffers are not kept
@@ -322,9 +327,7 @@ def _weight_copy(weight_VF: Tensor, dtype: torch.dtype) -> Tensor:
     if weight_VF.dtype == dtype:
         return weight_VF
     key = (*weight_VF.shape, dtype, weight_VF.device)
-    spaces = getattr(_WORKSPACES, "weights", None)
-    if spaces is None:
-        spaces = _WORKSPACES.weights = {}
+    spaces = _kept("weights")
     buffer = spaces.get(key)
     if buffer is None:
         spaces.clear()
