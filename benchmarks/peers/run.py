@@ -180,6 +180,16 @@ def date_runs(work: Path, epochs: int) -> list[Run]:
             reads_run_dir=True,
             stop_after=limit,
         ),
+        Run(
+            "jumok-bf16",
+            "jumok bf16",
+            DATE_UNI,
+            jumok_train(jumok_config, runs / "date-jumok-bf16", "train.precision=bf16"),
+            runs / "date-jumok-bf16",
+            throughput.jumok,
+            reads_run_dir=True,
+            stop_after=limit,
+        ),
     ]
 
 
