@@ -523,6 +523,16 @@ class TrainConfig(_Frozen):
     threads: int | None = Field(
         None, gt=0, description="CPU threads for PyTorch; null = PyTorch's default."
     )
+    kernel_cache: int | None = Field(
+        None,
+        gt=0,
+        description="Compiled oneDNN kernels kept on a CPU (ONEDNN_PRIMITIVE_CACHE_CAPACITY, one "
+        "kernel per product or LSTM shape); null = the environment's value, else jumok's 32. A "
+        "small model whose batches vary in length trains faster with more (the date model: 256, "
+        "~10 % of an update went to compiling kernels again at 32); a large one uses much more "
+        "memory with more (Task B: +~270 MB peak at 256). Applied when training starts, so it "
+        "takes effect only if the process has not yet run a oneDNN kernel (as in `jumok train`).",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "cpu", description="Where to train; 'auto' picks CUDA when available."
     )

@@ -32,6 +32,7 @@ import io
 import itertools
 import json
 import math
+import os
 import random
 import signal
 import sys
@@ -444,6 +445,7 @@ def _train(
     t = cfg.train
     if t.threads:
         torch.set_num_threads(t.threads)
+    apply_kernel_cache(t.kernel_cache)
     device = world.place(resolve_device(t.device))
     seed_everything(t.seed)
 
@@ -886,6 +888,21 @@ CURVE_EVERY_SECONDS = 20.0
 LOSS_POSITIONS = 8192
 # Updates between two trims of the C heap while training (see release_free_memory).
 TRIM_EVERY = 50
+
+
+def apply_kernel_cache(size: int | None) -> None:
+    """Set how many compiled oneDNN kernels this process keeps (``train.kernel_cache``; None:
+    leave ``ONEDNN_PRIMITIVE_CACHE_CAPACITY`` as it is, jumok's 32 unless the environment set it).
+
+    oneDNN reads the variable when it compiles its first kernel, so this takes effect only in a
+    process that has not run one yet (``jumok train`` calls it before its first update). At 32,
+    the kernels of one update of the date model (LSTMs and products for each source length)
+    evict each other and ~5 of them are compiled again at every update: 3.0 ms of ~30 ms,
+    counted by ``ONEDNN_VERBOSE=profile_create`` over 340 real batches; at 256 each shape is
+    compiled once (docs/benchmarks.md).
+    """
+    if size is not None:
+        os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = str(size)
 
 
 def release_free_memory() -> None:

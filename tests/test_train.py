@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 
@@ -128,3 +129,30 @@ def test_max_seconds_stops_cleanly_and_keeps_a_checkpoint(tmp_path):
     assert time.perf_counter() - start < 20
     assert result.stopped_by_budget and len(result.history) < 50
     assert load(tmp_path / "run", which="last").translate(["9/27/94"])[0].tokens
+
+
+def test_kernel_cache_is_set_before_the_first_update(monkeypatch, tmp_path):
+    import jumok.train as train_module
+
+    monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "32")
+    seen = []
+    real = train_module.accumulated_update
+
+    def spy(*args, **kwargs):
+        seen.append(os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "accumulated_update", spy)
+    cfg = small_config("train.kernel_cache=77", "train.max_steps=1")
+    train(cfg, tmp_path / "run", **QUIET)
+    assert seen == ["77"]
+
+
+def test_kernel_cache_null_leaves_the_environment_alone(monkeypatch):
+    from jumok.train import apply_kernel_cache
+
+    monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "40")
+    apply_kernel_cache(None)
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "40"
+    apply_kernel_cache(256)
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "256"
