@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -9,6 +11,14 @@ from jumok.config import DecoderConfig, EncoderConfig, ModelConfig
 from jumok.model import Seq2Seq, build_model
 
 SRC_V, TGT_V = 12, 10
+
+
+@pytest.fixture(autouse=True)
+def _own_kernel_cache_setting(monkeypatch):
+    """``train.kernel_cache`` writes the process environment (the date configs set it): each
+    test's change is undone after it, so processes later tests start inherit jumok's default."""
+    key = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
+    monkeypatch.setenv(key, os.environ.get(key, "32"))
 
 
 def tiny_model_config(hidden: int = 8, embedding: int = 6) -> ModelConfig:
