@@ -41,6 +41,15 @@ class Hypothesis:
     normalized_score: float | None = None
 
 
+def most_likely(logits_NV: Tensor) -> tuple[Tensor, Tensor]:
+    """Each row's most likely token (bos and padding excluded, as in beam search and sampling)
+    and its log-probability (float32)."""
+    logp_NV = logits_NV.log_softmax(-1, dtype=torch.float32)
+    logp_NV[:, BOS_ID] = -torch.inf
+    logp_NV[:, PAD_ID] = -torch.inf
+    return logp_NV.max(dim=-1)
+
+
 @torch.no_grad()
 def greedy(model: Seq2Seq, src_BS: Tensor, src_len_B: Tensor, max_length: int) -> list[Hypothesis]:
     """Pick the most likely token at every step, for a whole padded batch at once.
@@ -65,10 +74,7 @@ def greedy(model: Seq2Seq, src_BS: Tensor, src_len_B: Tensor, max_length: int) -
     weights_BTS = None
     for step in range(max_length):
         logits_NV, state, weights_NS = model.decode_step(tokens_N, state, enc)
-        logp_NV = logits_NV.log_softmax(-1, dtype=torch.float32)
-        logp_NV[:, BOS_ID] = -torch.inf  # never an output (as in beam search and sampling)
-        logp_NV[:, PAD_ID] = -torch.inf
-        logp_N, tokens_N = logp_NV.max(dim=-1)
+        logp_N, tokens_N = most_likely(logits_NV)
         ids_BT[rows_N, step] = tokens_N
         logp_BT[rows_N, step] = logp_N
         if weights_NS is not None:
@@ -117,10 +123,7 @@ def greedy_stream(
     steps: list[tuple[Tensor, Tensor, Tensor, Tensor | None]] = []  # (ids, tokens, logp, weights)
     while len(id_N):
         logits_NV, state, weights_NS = model.decode_step(tokens_N, state, enc)
-        logp_NV = logits_NV.log_softmax(-1, dtype=torch.float32)
-        logp_NV[:, BOS_ID] = -torch.inf  # never an output (as in greedy)
-        logp_NV[:, PAD_ID] = -torch.inf
-        logp_N, tokens_N = logp_NV.max(dim=-1)
+        logp_N, tokens_N = most_likely(logits_NV)
         steps.append((id_N, tokens_N, logp_N, None if weights_NS is None else weights_NS.float()))
         length_N = length_N + 1
         done_N = (tokens_N == EOS_ID) | (length_N >= max_length)

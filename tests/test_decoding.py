@@ -17,10 +17,10 @@ from jumok.cli import main
 from jumok.errors import ConfigError
 from jumok.model import build_model
 from jumok.sampling import SamplingOptions, filter_logits, sample
-from jumok.search import Hypothesis, greedy
+from jumok.search import Hypothesis, greedy, most_likely
 from jumok.train import train
 from jumok.translator import confidence
-from jumok.vocab import EOS_ID, UNK_ID
+from jumok.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 
 @pytest.fixture
@@ -47,6 +47,21 @@ def test_top_k_and_top_p_keep_what_they_should_by_hand():
     assert kept(filter_logits(logits, top_k=0, top_p=0.1)) == [True, False, False, False]
     shuffled = logits[:, [2, 0, 3, 1]]  # the order of the vocabulary does not matter
     assert kept(filter_logits(shuffled, top_k=0, top_p=0.8)) == [False, True, False, True]
+
+
+def test_greedy_pick_skips_bos_and_padding_and_returns_the_log_probability():
+    # row 0: bos has the highest score, then padding, then token 5; row 1: token 4 wins outright
+    logits = torch.full((2, 8), -2.0)
+    logits[0, BOS_ID], logits[0, PAD_ID], logits[0, 5] = 9.0, 8.0, 3.0
+    logits[1, 4] = 1.0
+    for dtype in (torch.float32, torch.bfloat16):
+        logp_N, token_N = most_likely(logits.to(dtype))
+        assert token_N.tolist() == [5, 4]
+        assert logp_N.dtype == torch.float32
+        expected = logits.log_softmax(-1)  # over every token, bos and padding included
+        assert logp_N.tolist() == pytest.approx(
+            [expected[0, 5].item(), expected[1, 4].item()], abs=1e-6
+        )
 
 
 def test_sampling_is_seeded_distinct_sorted_and_cold_sampling_is_greedy(model):
