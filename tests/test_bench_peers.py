@@ -1,5 +1,6 @@
-"""The peers' decoding benchmark (benchmarks/peers/decode.py): reading each system's own time
-report and the table of medians, without the peers installed."""
+"""The peers' benchmarks (benchmarks/peers/): reading each system's own time report, the
+decoding table of medians and the training table of ratios per round, without the peers
+installed."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "peers"))
 decode = pytest.importorskip("decode")
+run = pytest.importorskip("run")
 
 
 def test_time_patterns_read_each_report():
@@ -94,3 +96,44 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
     except OSError:
         return "Z"
+
+
+def _trained(system, label, speed, round_, rss=800.0):
+    return {
+        "system": system,
+        "label": label,
+        "model": "uni LSTM 256, dot",
+        "round": round_,
+        "target_tokens_per_second": speed,
+        "updates": 1056,
+        "peak_rss_mib": rss,
+        "wall_seconds": 60.0,
+    }
+
+
+def test_training_table_pairs_systems_within_each_round_and_gives_the_median(capsys):
+    records = [
+        _trained("onmt", "OpenNMT-py", 20_000.0, 1),
+        _trained("jumok-bf16", "jumok bf16", 40_000.0, 1, rss=600.0),
+        _trained("jumok-bf16", "jumok bf16", 45_000.0, 2, rss=700.0),
+        _trained("onmt", "OpenNMT-py", 25_000.0, 2),
+        _trained("onmt", "OpenNMT-py", 22_000.0, 3),
+        _trained("jumok-bf16", "jumok bf16", 48_400.0, 3, rss=640.0),
+    ]
+    run.print_tables("date", "3 epochs", records)
+    lines = capsys.readouterr().out.splitlines()
+    assert "| 2 | jumok bf16 | uni LSTM 256, dot | 45,000 | 1056 | 700 | 60 |" in lines
+    # per round 2.00, 1.80 and 2.20 (never across rounds: 45,000 / 20,000 would be 2.25)
+    ratio = "| jumok bf16 / OpenNMT-py | 2.00, 1.80, 2.20 | 2.00 (median) | 0.80 (median) |"
+    assert ratio in lines
+
+
+def test_training_table_of_one_round_keeps_its_single_ratio(capsys):
+    records = [
+        _trained("onmt", "OpenNMT-py", 24_000.0, 1),
+        _trained("jumok-bf16", "jumok bf16", 44_000.0, 1, rss=700.0),
+    ]
+    run.print_tables("date", "3 epochs", records)
+    lines = capsys.readouterr().out.splitlines()
+    assert "| jumok bf16 | uni LSTM 256, dot | 44,000 | 1056 | 700 | 60 |" in lines
+    assert "| jumok bf16 / OpenNMT-py | 1.83 | 0.88 |" in lines

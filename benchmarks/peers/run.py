@@ -28,12 +28,22 @@ Throughput is training target tokens per second (non-pad, end-of-sentence includ
 toolkit logs it, start-up and validation excluded (``throughput.py``); peak memory is the
 largest resident set of the training process (``peak.py``).
 
+``--train-rounds N`` trains every system N times, the order reversed in every other round, and
+adds each round's ratios and their median. This machine's speed drifts: the same oneDNN LSTM
+forward and backward on the date model's shapes took 19.6-22 ms in some stretches and 25.5-29
+ms in others, switching within a process and lasting across processes (measured 2026-11-26).
+One run of each system, one after the other, can see two different machines; alternating
+rounds lets both systems see the same mix.
+
     .venv/bin/python benchmarks/peers/run.py                        # both tasks: 1 epoch, 3 min
     .venv/bin/python benchmarks/peers/run.py --task multi30k --minutes 20 --json peers.jsonl
     .venv/bin/python benchmarks/peers/run.py --task date --epochs 3 --systems onmt jumok
+    .venv/bin/python benchmarks/peers/run.py --task date --epochs 3 --systems onmt jumok-bf16 \
+        --train-rounds 3
     .venv/bin/python benchmarks/peers/run.py --task decode --rounds 3
 
-Every process's output is kept in ``WORK/logs/TIMESTAMP/TASK-SYSTEM.log``, its run in
+Every process's output is kept in ``WORK/logs/TIMESTAMP/TASK-SYSTEM.log`` (``-rN`` added with
+rounds), its run in
 ``WORK/runs/TASK-SYSTEM`` (replaced by the next run). Needs ``../shared/data`` beside the
 repository (or ``--shared``) and, the first time, PyPI to install the peers.
 """
@@ -44,6 +54,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -259,9 +270,10 @@ def multi30k_runs(work: Path, seconds: float) -> list[Run]:
     ]
 
 
-def execute(run: Run, task: str, logs: Path) -> dict:
-    """Train once under peak.py; returns the JSON record (``error`` set when it failed)."""
-    log = logs / f"{task}-{run.system}.log"
+def execute(run: Run, task: str, logs: Path, round_: int | None = None) -> dict:
+    """Train once under peak.py; returns the JSON record (``error`` set when it failed).
+    ``round_``: the round's number, when there are several (kept in the log's name)."""
+    log = logs / f"{task}-{run.system}{'' if round_ is None else f'-r{round_}'}.log"
     shutil.rmtree(run.run_dir, ignore_errors=True)  # every run starts from an empty folder
     run.run_dir.mkdir(parents=True)  # OpenNMT-py opens its log file there before creating it
     with log.open("w", encoding="utf-8") as out:
@@ -275,6 +287,7 @@ def execute(run: Run, task: str, logs: Path) -> dict:
         "system": run.system,
         "label": run.label,
         "model": run.model,
+        "round": round_ or 1,
         "target_tokens_per_second": None,
         "updates": None,
         "how": None,
@@ -291,32 +304,49 @@ def execute(run: Run, task: str, logs: Path) -> dict:
 
 
 def print_tables(task: str, setting: str, records: list[dict]) -> None:
+    rounds = sorted({r["round"] for r in records})
     print(f"\n### {task}: {setting}\n")
-    print("| system | model | target tok/s | updates | peak RSS MiB | wall s |")
-    print("|---|---|---|---|---|---|")
+    several = len(rounds) > 1
+    print(
+        f"| {'round | ' if several else ''}system | model | target tok/s | updates | peak RSS MiB | wall s |"
+    )
+    print(f"|{'---|' if several else ''}---|---|---|---|---|---|")
     for r in records:
         speed = r["target_tokens_per_second"]
         shown = f"{speed:,.0f}" if speed else f"failed: {r.get('error', '?')}"
         print(
-            f"| {r['label']} | {r['model']} | {shown} | {r['updates'] or '-'} "
-            f"| {r['peak_rss_mib']:,.0f} | {r['wall_seconds']:,.0f} |"
+            f"| {str(r['round']) + ' | ' if several else ''}{r['label']} | {r['model']} | {shown} "
+            f"| {r['updates'] or '-'} | {r['peak_rss_mib']:,.0f} | {r['wall_seconds']:,.0f} |"
         )
-    pairs = [
-        (mine, peer)
-        for mine in records
-        if mine["system"].startswith("jumok")
-        for peer in records
-        if not peer["system"].startswith("jumok") and peer["model"] == mine["model"]
-    ]
-    if not pairs:
+    ratios: dict[str, list[tuple[float | None, float]]] = {}  # pair label -> per round
+    for round_ in rounds:
+        in_round = [r for r in records if r["round"] == round_]
+        for mine in in_round:
+            for peer in in_round:
+                if not mine["system"].startswith("jumok") or peer["system"].startswith("jumok"):
+                    continue
+                if peer["model"] != mine["model"]:
+                    continue
+                a, b = mine["target_tokens_per_second"], peer["target_tokens_per_second"]
+                memory = mine["peak_rss_mib"] / peer["peak_rss_mib"]
+                label = f"{mine['label']} / {peer['label']}"
+                ratios.setdefault(label, []).append((a / b if a and b else None, memory))
+    if not ratios:
         return
-    print("\n| ratio, measured in this run | target tok/s | peak RSS |")
-    print("|---|---|---|")
-    for mine, peer in pairs:
-        a, b = mine["target_tokens_per_second"], peer["target_tokens_per_second"]
-        speed = f"{a / b:.2f}" if a and b else "-"
-        memory = mine["peak_rss_mib"] / peer["peak_rss_mib"]
-        print(f"| {mine['label']} / {peer['label']} | {speed} | {memory:.2f} |")
+    print(
+        f"\n| ratio, measured in this run | {'rounds | ' if several else ''}target tok/s | peak RSS |"
+    )
+    print(f"|---|{'---|' if several else ''}---|---|")
+    for label, found in ratios.items():
+        speeds = [speed for speed, _ in found if speed is not None]
+        memories = [memory for _, memory in found]
+        shown = "-" if not speeds else f"{statistics.median(speeds):.2f}"
+        each = ", ".join("-" if speed is None else f"{speed:.2f}" for speed, _ in found)
+        if several:
+            shown = f"{shown} (median)" if speeds else shown
+            print(f"| {label} | {each} | {shown} | {statistics.median(memories):.2f} (median) |")
+        else:
+            print(f"| {label} | {shown} | {memories[0]:.2f} |")
 
 
 def main() -> None:
@@ -330,6 +360,12 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also append the JSON lines to this file")
     parser.add_argument("--rounds", type=int, default=3, help="decode: rounds of every system")
     parser.add_argument(
+        "--train-rounds",
+        type=int,
+        default=1,
+        help="date, multi30k: train every system this many times, alternating the order",
+    )
+    parser.add_argument(
         "--jumok-run",
         type=Path,
         help="decode: jumok's model (default WORK/runs/multi30k-jumok-bf16)",
@@ -342,6 +378,8 @@ def main() -> None:
         help="decode: jumok's arithmetic",
     )
     args = parser.parse_args()
+    if args.train_rounds < 1:
+        parser.error(f"--train-rounds: need at least 1, got {args.train_rounds}")
     if not args.shared.is_dir():
         sys.exit(
             f"peers: {args.shared} is missing: the benchmark needs the shared data sets "
@@ -381,13 +419,16 @@ def main() -> None:
             setting = f"{args.minutes:g} min of training from launch each"
         print(f"peers: {task} data: {json.dumps(made)}", file=sys.stderr)
         records: list[dict] = []
-        for run in runs:
-            if run.system not in args.systems:
-                continue
-            record = execute(run, task, logs)
-            records.append(record)
-            report(record)
+        chosen = [run for run in runs if run.system in args.systems]
+        for round_ in range(1, args.train_rounds + 1):
+            order = chosen if round_ % 2 else chosen[::-1]  # every other round reversed
+            for run in order:
+                record = execute(run, task, logs, round_ if args.train_rounds > 1 else None)
+                records.append(record)
+                report(record)
         setting += f", one after another; {os.cpu_count()} CPUs, torch's default threads"
+        if args.train_rounds > 1:
+            setting += f"; {args.train_rounds} rounds, the order reversed in every other one"
         print_tables(task, setting, records)
         failed += [r for r in records if "error" in r]
     print(f"\nlogs: {logs}")
