@@ -7,7 +7,8 @@ functions, each tested alone:
 2. :func:`adjust`: the constraints (minimum length, n-gram blocking, repetition penalty);
 3. :func:`prune`: the 2K best (hypothesis, token) continuations of each sentence;
 4. :func:`finish`: continuations that end with eos become finished hypotheses (scored with the
-   length and coverage penalties); the best K others stay alive.
+   length and coverage penalties; each sentence keeps its K best by that score, whenever they
+   finished); the best K others stay alive.
 
 When a sentence stops is :attr:`BeamOptions.stopping`: by default when its best live
 hypothesis, scored as if it ended at the next step, falls below its ``n_best``-th finished one;
@@ -116,18 +117,30 @@ def coverage(attention_TS: Tensor, beta: float) -> float:
 
 @dataclass
 class _Sentence:
-    """The finished hypotheses of one sentence, best first."""
+    """The finished hypotheses of one sentence: the best ``keep`` found so far, best first."""
 
     finished: list[Hypothesis] = field(default_factory=list)
     done: bool = False
     paths: dict[int, list[int]] = field(default_factory=dict)  # id(hypothesis) -> its rows
     start: int = 0  # the step at which its search began (sentences join a stream late)
 
-    def add(self, found: tuple[Hypothesis, list[int]]) -> None:
-        """Keep a finished hypothesis and the rows it went through (for its attention)."""
+    def add(self, found: tuple[Hypothesis, list[int]], keep: int | None = None) -> None:
+        """Offer a finished hypothesis (with the rows it went through, for its attention).
+
+        The list stays sorted best first by the ranking score (``normalized_score``); with
+        ``keep``, only the ``keep`` best stay: a later, better hypothesis displaces the worst
+        one, however early that one finished. (Keeping the first ``keep`` to finish instead
+        returned early, short outputs over longer, better ones.) Among equal scores the earlier
+        one stays first.
+        """
         hyp, rows = found
         self.finished.append(hyp)
         self.paths[id(hyp)] = rows
+        self.finished.sort(key=lambda h: -h.normalized_score)  # stable: ties keep their order
+        if keep is not None:
+            for dropped in self.finished[keep:]:
+                del self.paths[id(dropped)]
+            del self.finished[keep:]
 
 
 def expand(
@@ -374,20 +387,11 @@ def finish(
             if score == -math.inf:
                 break
             row = b * width + beam
-            if token == EOS_ID:
-                if len(sentence.finished) < K:  # never more than K per sentence
-                    sentence.add(
-                        _hypothesis(
-                            trace,
-                            step,
-                            row,
-                            token,
-                            score,
-                            src_len[sentence_id],
-                            opts,
-                            start=sentence.start,
-                        )
-                    )
+            if token == EOS_ID:  # the sentence keeps its K best finished hypotheses
+                found = _hypothesis(
+                    trace, step, row, token, score, src_len[sentence_id], opts, start=sentence.start
+                )
+                sentence.add(found, keep=K)
                 continue
             if kept < K:
                 rows.append(row)
@@ -400,7 +404,6 @@ def finish(
             tokens.append(EOS_ID)
             scores.append(-math.inf)
             logps.append(-math.inf)
-        sentence.finished.sort(key=lambda h: -h.normalized_score)
         best_alive = max(scores[-K:])
         length = step - sentence.start + 1
         sentence.done = _cannot_improve(sentence, best_alive, length, best_ends, opts)
@@ -671,5 +674,4 @@ def _close_unfinished(
             start=sentence.start,
         )
         sentence.add(found)
-    sentence.finished.sort(key=lambda h: -h.normalized_score)
     sentence.done = True
