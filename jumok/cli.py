@@ -11,6 +11,7 @@ import argparse
 import datetime as dt
 import itertools
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -92,7 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--input", default="-", help="input file, one text per line; '-' = stdin (default)"
     )
-    p.add_argument("--output", default="-", help="output file; '-' = stdout (default)")
+    p.add_argument(
+        "--output",
+        default="-",
+        help="output file; '-' = stdout (default); refused when it is the --input file",
+    )
     p.add_argument(
         "--max-input-chars",
         type=int,
@@ -284,6 +289,34 @@ def _version() -> str:
     from jumok import __version__
 
     return __version__
+
+
+def refuse_same_file(output: str | Path | None, output_flag: str, **inputs: str | Path) -> None:
+    """Refuse to write ``output`` over a file the command reads (``inputs``: flag -> path).
+
+    The same file is found by :func:`os.path.samefile` (a symlink or a hard link to the input is
+    the same file). Writing it would replace the input before, or while, it is read: ``jumok
+    translate --input X --output X`` once left X empty. ``-`` (stdin, stdout) and outputs that do
+    not exist yet are never the same file; neither is an input that is not a regular file (a
+    terminal can be both stdin and stdout).
+
+    Raises:
+        DataError: naming both flags and the file.
+    """
+    if output is None or str(output) == "-":
+        return
+    for flag, path in inputs.items():
+        if path is None or str(path) == "-" or not os.path.isfile(path):
+            continue
+        try:
+            same = os.path.samefile(path, output)
+        except OSError:  # the output does not exist (yet) or cannot be examined: not the same
+            continue
+        if same:
+            raise DataError(
+                f"{output_flag} {output}: is the same file as {flag} {path}; writing it would "
+                f"destroy the input. Nothing was changed; choose another {output_flag}"
+            )
 
 
 def _config_arguments(
@@ -542,6 +575,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
     from jumok.translator import load
 
+    refuse_same_file(args.output, "--output", **{"--input": args.input})  # before any work
     started = time.perf_counter()
     translator = load(
         args.run_dir, which=args.checkpoint
@@ -558,6 +592,9 @@ def cmd_translate(args: argparse.Namespace) -> int:
         interactive(translator, {"max_length": args.max_length, "batch_size": 1, **options})
         return 0
     texts = read_inputs(args.input, max_chars=args.max_input_chars)
+    if not texts:
+        name = "<stdin>" if args.input == "-" else args.input
+        print(f"jumok: warning: {name} has no lines; nothing to translate", file=sys.stderr)
     results = translator.translate(
         texts,
         max_length=args.max_length,
@@ -636,6 +673,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     first = args.run_dir[0] if args.run_dir[0].is_dir() else args.run_dir[0].parent
     out = args.out or first / "evals" / f"{args.src.stem}-{stamp}"
+    refuse_same_file(out, "--out", **{"--src": args.src, "--ref": args.ref})
+    if out.exists() and not out.is_dir():
+        raise RunDirError(
+            f"--out {out}: is a file; expected a folder for the report. Nothing was changed; "
+            "choose a new --out"
+        )
     if out.exists() and any(out.iterdir()):  # before the work, not after
         raise RunDirError(
             f"{out}: exists and is not empty; nothing was changed. Choose a new --out"
@@ -672,6 +715,7 @@ def cmd_average(args: argparse.Namespace) -> int:
     from jumok.translator import resolve_checkpoint
 
     paths = [resolve_checkpoint(path, args.checkpoint) for path in args.checkpoints]
+    refuse_same_file(args.out, "--out", **{f"checkpoint {i}": p for i, p in enumerate(paths, 1)})
     average_checkpoints(paths, args.out)
     print(f"wrote the average of {len(paths)} checkpoints to {args.out}")
     return 0
@@ -751,7 +795,14 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
     if args.json and not args.json.resolve().parent.is_dir():  # fail before the work, not after
         raise DataError(f"--json {args.json}: folder {args.json.parent} does not exist")
-    report = check_data(load_config(args.config, args.overrides))
+    cfg = load_config(args.config, args.overrides)
+    files = {"config": args.config}
+    for split in ("train", "dev", "test"):
+        paths = getattr(cfg.data, split)
+        for n, path in enumerate(paths if isinstance(paths, tuple) else (paths,), start=1):
+            files[f"data.{split}" + (f" (file {n})" if isinstance(paths, tuple) else "")] = path
+    refuse_same_file(args.json, "--json", **files)
+    report = check_data(cfg)
     sys.stdout.write(format_report(report))
     if args.json:
         atomic_write_text(args.json, json.dumps(report, ensure_ascii=False, indent=2) + "\n")

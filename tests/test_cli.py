@@ -171,3 +171,68 @@ def test_demo_writes_run_pictures_and_report(tmp_path):
     # a second demo into the same directory is refused
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "not empty" in again.stderr
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+@pytest.mark.parametrize("how", ["same path", "symlink", "hard link", "relative path"])
+def test_translate_refuses_to_write_its_own_input(run_dir, tmp_path, capsys, monkeypatch, how):
+    # `--input X --output X` once exited 0 with X emptied (the sources gone, mode 644 -> 600)
+    source = tmp_path / "same.txt"
+    source.write_text("september 27, 1994\n9/27/94\n", encoding="utf-8")
+    source.chmod(0o644)
+    output = {
+        "same path": source,
+        "symlink": tmp_path / "link.txt",
+        "hard link": tmp_path / "hard.txt",
+        "relative path": Path("same.txt"),
+    }[how]
+    if how == "symlink":
+        output.symlink_to(source.name)
+    elif how == "hard link":
+        output.hardlink_to(source)
+    monkeypatch.chdir(tmp_path)
+    before = digest(tmp_path)
+    code = main(["translate", str(run_dir), "--input", str(source), "--output", str(output)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "is the same file as --input" in err and str(output) in err
+    assert digest(tmp_path) == before and _mode(source) == 0o644
+    if how == "symlink":
+        assert output.is_symlink()
+
+
+def test_every_command_that_reads_one_file_and_writes_another_refuses_the_same_file(
+    run_dir, tmp_path, capsys
+):
+    src = tmp_path / "src.txt"
+    src.write_text("september 27, 1994\n", encoding="utf-8")
+    ref = tmp_path / "ref.txt"
+    ref.write_text("1994-09-27\n", encoding="utf-8")
+    config = tmp_path / "date.yaml"
+    config.write_bytes((ROOT / "examples/date.yaml").read_bytes())
+    runs = digest(run_dir)
+    before = digest(tmp_path)
+    best = run_dir / "best.safetensors"
+    cases = [
+        (["eval", str(run_dir), "--src", str(src), "--ref", str(ref), "--out", str(src)], "--src"),
+        (["eval", str(run_dir), "--src", str(src), "--ref", str(ref), "--out", str(ref)], "--ref"),
+        (["average", str(best), str(run_dir), "--out", str(best)], "checkpoint 1"),
+        (["data", "check", str(config), "--json", str(config)], "config"),
+    ]
+    for argv, flag in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert f"is the same file as {flag}" in err and err.count("\n") == 1, err
+    assert digest(tmp_path) == before and digest(run_dir) == runs
+
+
+def test_translate_warns_when_the_input_has_no_lines(run_dir, tmp_path, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("", encoding="utf-8")
+    out = tmp_path / "out.txt"
+    assert main(["translate", str(run_dir), "--input", str(empty), "--output", str(out)]) == 0
+    assert "has no lines" in capsys.readouterr().err
+    assert out.read_text() == ""
