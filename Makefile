@@ -36,7 +36,7 @@ format: $(VENV)/.installed-test
 	$(BIN)/ruff check --fix .
 
 docs: $(VENV)/.installed
-	$(BIN)/python -m jumok.docgen
+	$(BIN)/python -m jumok.app.docgen
 
 # Training throughput of the date model, then (when ../shared/data/multi30k exists) of the Task B
 # model; add BENCH_RUN=RUN_DIR to time decoding test2016 with a trained Task B model too.

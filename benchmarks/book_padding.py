@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from jumok.config import ModelConfig
-from jumok.model import build_model
+from jumok.model.seq2seq import build_model
 
 SPECIALS = 4  # jumok reserves ids 0-3 (pad, bos, eos, unk); the book's ids are shifted past them
 

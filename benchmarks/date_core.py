@@ -25,10 +25,10 @@ import torch
 from torch import nn
 
 from jumok.config import load_config
-from jumok.data import encode_pairs, iterate_batches, load_splits
-from jumok.model import build_model
-from jumok.train import autocast, loss_fn
-from jumok.vocab import PAD_ID, Vocab, tokenize_chars
+from jumok.data.splits import encode_pairs, iterate_batches, load_splits
+from jumok.data.vocab import PAD_ID, Vocab, tokenize_chars
+from jumok.model.seq2seq import build_model
+from jumok.training.train import autocast, loss_fn
 
 
 class NaiveSeq2Seq(nn.Module):

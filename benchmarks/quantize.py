@@ -61,7 +61,7 @@ def main() -> None:
     import torch
 
     import jumok
-    from jumok.quantize import quantize_int8, quantized_modules
+    from jumok.fast.quantize import quantize_int8, quantized_modules
 
     threads = int(os.environ.get("BENCH_THREADS", "2"))
     torch.set_num_threads(threads)
@@ -104,14 +104,14 @@ def main() -> None:
             )
         # warm-up (also makes the int8 / bf16 copy the timed calls reuse)
         if variant == "int8-tensor":
-            import jumok.quantize
+            import jumok.fast.quantize
 
-            usual = jumok.quantize.quantize_int8
-            jumok.quantize.quantize_int8 = functools.partial(usual, per_channel=False)
+            usual = jumok.fast.quantize.quantize_int8
+            jumok.fast.quantize.quantize_int8 = functools.partial(usual, per_channel=False)
             try:
                 translators[variant].translate(sources[:64], beam=1, **common, **VARIANTS[variant])
             finally:
-                jumok.quantize.quantize_int8 = usual
+                jumok.fast.quantize.quantize_int8 = usual
         else:
             translators[variant].translate(sources[:64], beam=1, **common, **VARIANTS[variant])
 

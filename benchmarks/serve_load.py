@@ -88,7 +88,7 @@ def read_sentences(src: Path | None, seed: int) -> list[str]:
     """The non-blank lines of ``src``, or 2,000 generated dates."""
     if src:
         return [s for s in src.read_text(encoding="utf-8").splitlines() if s.strip()]
-    from jumok.synthetic import generate
+    from jumok.data.synthetic import generate
 
     return [source for source, _ in generate("date", 2000, seed=seed)]
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from jumok.cli import main
+from jumok.app.cli import main
 
 sys.exit(main())

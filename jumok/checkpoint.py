@@ -30,8 +30,8 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from jumok.config import Config, config_from_yaml, config_to_yaml
+from jumok.data.vocab import Vocab
 from jumok.errors import JumokError, RunDirError, WriteError
-from jumok.vocab import Vocab
 
 FORMAT = "jumok-checkpoint"
 FORMAT_VERSION = "1"

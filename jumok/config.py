@@ -1,7 +1,7 @@
 """The one typed config tree: ``Config(data, model, train, decode)``.
 
 Every field is typed, has a default and a one-line description; the reference page
-``docs/config.md`` is generated from these classes (``python -m jumok.docgen``) and a test fails
+``docs/config.md`` is generated from these classes (``python -m jumok.app.docgen``) and a test fails
 when it is stale. Configs are frozen pydantic models with ``extra="forbid"``, so unknown keys,
 wrong types and bad choices are rejected with the key path. :func:`load_config` adds the file name
 and a "did you mean" to those errors.

@@ -75,7 +75,7 @@ def attention_heatmap(
 
 def attention_grid(path: str | Path, items: Sequence[dict[str, Any]], columns: int = 3) -> Path:
     """Several attention maps side by side, one colour bar; each item has the keys of
-    :class:`jumok.translator.Translation` (``attention``, ``source_tokens``, ``tokens``) and an
+    :class:`jumok.decoding.translator.Translation` (``attention``, ``source_tokens``, ``tokens``) and an
     optional ``title``."""
     plt = _pyplot()
     n = len(items)

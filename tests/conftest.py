@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from jumok.config import DecoderConfig, EncoderConfig, ModelConfig
-from jumok.model import Seq2Seq, build_model
+from jumok.model.seq2seq import Seq2Seq, build_model
 
 SRC_V, TGT_V = 12, 10
 

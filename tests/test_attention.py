@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jumok.attention import DotAttention, build_attention, dot_scores, masked_softmax
+from jumok.model.attention import DotAttention, build_attention, dot_scores, masked_softmax
 
 
 def _inputs(B=3, T=4, S=6, H=5, seed=0, dtype=torch.float32):
@@ -112,7 +112,7 @@ def test_shape_errors_name_expected_and_actual():
 def test_step_attention_gives_the_modules_outputs_and_gradients(kind):
     # a training loop's attention (one query per step, the keys' and values' gradients summed
     # once at the end) against the module's own forward, step by step under autograd
-    from jumok.attention import StepAttention, step_attention
+    from jumok.model.attention import StepAttention, step_attention
 
     torch.manual_seed(3)
     B, S, T, H = 3, 6, 5, 4
@@ -148,7 +148,7 @@ def test_step_attention_gives_the_modules_outputs_and_gradients(kind):
 
 
 def test_step_attention_computes_in_float32_under_bf16_autocast():
-    from jumok.attention import StepAttention
+    from jumok.model.attention import StepAttention
 
     torch.manual_seed(4)
     module = build_attention("general", 8, 8)
@@ -170,7 +170,7 @@ def test_step_attention_computes_in_float32_under_bf16_autocast():
 def test_bf16_decoding_on_a_cpu_keeps_dot_product_attention_in_float32(kind):
     from conftest import SRC_V, TGT_V, random_batch, tiny_model_config
 
-    from jumok.model import build_model
+    from jumok.model.seq2seq import build_model
 
     cfg = tiny_model_config(8, 6).model_copy(update={"attention": kind})
     torch.manual_seed(0)

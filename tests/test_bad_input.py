@@ -23,9 +23,9 @@ from safetensors.torch import save_file
 from test_train import QUIET, small_config
 
 import jumok
-from jumok.cli import main
-from jumok.serve import ServeConfig, create_app
-from jumok.train import train
+from jumok.app.cli import main
+from jumok.app.serve import ServeConfig, create_app
+from jumok.training.train import train
 
 TINY = """\
 data:
@@ -340,7 +340,7 @@ def test_bom_and_crlf_are_read_not_refused(work, capsys):
 
 def test_unknown_characters_are_read_as_unk_and_reported(work, capsys):
     (work / "in.txt").write_text("Jan 2, 2003 ✓\n", encoding="utf-8")
-    with pytest.warns(jumok.translator.UnknownTokenWarning, match="'✓'"):
+    with pytest.warns(jumok.decoding.translator.UnknownTokenWarning, match="'✓'"):
         assert main(["translate", str(work / "run"), "--input", str(work / "in.txt")]) == 0
 
 

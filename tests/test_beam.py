@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_variants import variant
 
-from jumok.beam import (
+from jumok.data.vocab import BOS_ID, EOS_ID
+from jumok.decoding.beam import (
     DEAD_END,
     BeamOptions,
     adjust,
@@ -24,10 +25,9 @@ from jumok.beam import (
     prune,
     prune_chunked,
 )
-from jumok.model import build_model
-from jumok.sampling import SamplingOptions, sample
-from jumok.search import greedy
-from jumok.vocab import BOS_ID, EOS_ID
+from jumok.decoding.greedy import greedy
+from jumok.decoding.sampling import SamplingOptions, sample
+from jumok.model.seq2seq import build_model
 
 
 @pytest.fixture
@@ -305,8 +305,8 @@ def test_a_later_better_hypothesis_displaces_an_early_short_one(model, beam_size
 
 
 def test_the_finished_list_keeps_the_best_k_by_score_whatever_their_order():
-    from jumok.beam import _Sentence
-    from jumok.search import Hypothesis
+    from jumok.decoding.beam import _Sentence
+    from jumok.decoding.hypothesis import Hypothesis
 
     sentence = _Sentence()
     for n, score in enumerate([-3.0, -1.0, -5.0, -2.0, -0.5]):
@@ -324,7 +324,7 @@ def date_model(tmp_path_factory):
 
     import jumok
     from jumok.config import load_config
-    from jumok.train import train
+    from jumok.training.train import train
 
     root = Path(__file__).resolve().parents[1]
     overrides = [
@@ -342,7 +342,7 @@ def date_model(tmp_path_factory):
 def test_beam_search_is_at_least_as_good_as_greedy_on_dates(date_model):
     # keeping the first K finished hypotheses instead of the best K returned YYYY-MM for many
     # dates: 210/300 at beam 2 and 88/300 at beam 1 with min_length 1 on the demo's model
-    from jumok.synthetic import generate
+    from jumok.data.synthetic import generate
 
     pairs = generate("date", 300, seed=2024)
     sources, targets = [s for s, _ in pairs], [t for _, t in pairs]

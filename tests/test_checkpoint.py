@@ -11,9 +11,9 @@ from safetensors.torch import save_file
 
 from jumok.checkpoint import load_checkpoint, save_checkpoint
 from jumok.config import load_config
+from jumok.data.vocab import Vocab
 from jumok.errors import RunDirError, WriteError
-from jumok.model import build_model
-from jumok.vocab import Vocab
+from jumok.model.seq2seq import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,7 +85,7 @@ def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 def test_checkpoints_written_before_the_rnn_rename_still_load(tiny_model):
     from conftest import SRC_V, TGT_V, tiny_model_config
 
-    from jumok.model import build_model
+    from jumok.model.seq2seq import build_model
 
     old = {
         k.replace("encoder.rnn.", "encoder.lstm.").replace("decoder.rnn.", "decoder.lstm."): v

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from test_train import QUIET, digest, small_config
 
-from jumok.cli import main
-from jumok.train import train
+from jumok.app.cli import main
+from jumok.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,7 +88,7 @@ def test_python_api_matches_cli(run_dir):
 
 def test_unknown_characters_are_counted_in_a_warning(run_dir):
     import jumok
-    from jumok.translator import UnknownTokenWarning
+    from jumok.decoding.translator import UnknownTokenWarning
 
     with pytest.warns(UnknownTokenWarning, match=r"2 unknown source characters in 1 of 2 inputs"):
         jumok.load(run_dir).translate(["9/27/94", "9€27€94"])

@@ -8,11 +8,11 @@ from collections import Counter
 import pytest
 import torch
 
-from jumok import synthetic
 from jumok.config import DataConfig, GenerateConfig
-from jumok.data import batch_order, encode_pairs, iterate_batches, load_splits, read_pairs
+from jumok.data import synthetic
+from jumok.data.splits import batch_order, encode_pairs, iterate_batches, load_splits, read_pairs
+from jumok.data.vocab import BOS_ID, EOS_ID, PAD_ID, SPECIALS, UNK_ID, Vocab
 from jumok.errors import DataError
-from jumok.vocab import BOS_ID, EOS_ID, PAD_ID, SPECIALS, UNK_ID, Vocab
 
 
 def write_bytes(tmp_path, payload: bytes, name="pairs.tsv"):
@@ -203,7 +203,7 @@ def test_tokens_per_batch_count_matches_lengths():
 
 def test_config_reads_csv_parallel_and_jsonl_with_chosen_fields(tmp_path):
     from jumok.config import validate
-    from jumok.data import load_splits
+    from jumok.data.splits import load_splits
 
     (tmp_path / "qa.csv").write_text(
         'Q,A,label\n안녕,반가워요,0\n뭐 해?,"쉬어요, 그냥",0\n', encoding="utf-8"
@@ -236,7 +236,7 @@ def test_config_reads_csv_parallel_and_jsonl_with_chosen_fields(tmp_path):
 
 def test_format_mismatch_and_tsv_names_are_config_errors(tmp_path):
     from jumok.config import validate
-    from jumok.data import load_splits
+    from jumok.data.splits import load_splits
     from jumok.errors import ConfigError
 
     (tmp_path / "a.tsv").write_text("a\tb\n", encoding="utf-8")

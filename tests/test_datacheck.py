@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from jumok.cli import main
+from jumok.app.cli import main
 from jumok.config import Config, load_config, validate
-from jumok.data import load_splits
-from jumok.datacheck import (
+from jumok.data.check import (
     WIDTH,
     ambiguous_sources,
     check_data,
@@ -24,6 +23,7 @@ from jumok.datacheck import (
     normalise,
     repeated_pairs,
 )
+from jumok.data.splits import load_splits
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 CHATBOT = SHARED / "chatbot-ko" / "ChatbotData.csv"
@@ -276,7 +276,7 @@ def test_chatbot_csv_accounts_for_every_row():
     report = check_data(cfg)
     train, dev = report["splits"]["train"], report["splits"]["dev"]
     # The hold-out takes 1000 distinct pairs and every train copy of them; count those copies
-    # here independently of jumok.datacheck.
+    # here independently of jumok.data.check.
     dev_pairs = set(load_splits(cfg.data).dev)
     copies = sum(1 for pair in rows if pair in dev_pairs) - len(dev_pairs)
     assert report["removed_with_holdout"] == copies

@@ -12,15 +12,16 @@ from conftest import SRC_V, TGT_V, random_batch, tiny_model_config
 from test_train import QUIET, small_config
 
 import jumok
-from jumok.beam import BeamOptions, adjust, beam_search, length_limits
-from jumok.cli import main
+from jumok.app.cli import main
+from jumok.data.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from jumok.decoding.beam import BeamOptions, adjust, beam_search, length_limits
+from jumok.decoding.greedy import greedy, most_likely
+from jumok.decoding.hypothesis import Hypothesis
+from jumok.decoding.sampling import SamplingOptions, filter_logits, sample
+from jumok.decoding.translator import confidence
 from jumok.errors import ConfigError
-from jumok.model import build_model
-from jumok.sampling import SamplingOptions, filter_logits, sample
-from jumok.search import Hypothesis, greedy, most_likely
-from jumok.train import train
-from jumok.translator import confidence
-from jumok.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from jumok.model.seq2seq import build_model
+from jumok.training.train import train
 
 
 @pytest.fixture
@@ -217,7 +218,7 @@ def test_cli_rejects_a_bad_option_before_reading_input(run_dir, capsys):
 
 # --------------------------------------------------------------------- ensembles and averaging
 def test_an_ensemble_of_one_model_equals_the_model(model):
-    from jumok.ensemble import Ensemble
+    from jumok.decoding.ensemble import Ensemble
 
     src, src_len, _ = random_batch(B=4, S=6, seed=8)
     opts = BeamOptions(beam_size=3, n_best=2, max_length=9)
@@ -231,7 +232,7 @@ def test_an_ensemble_of_one_model_equals_the_model(model):
 
 
 def test_an_ensemble_averages_probabilities_not_logits(model):
-    from jumok.ensemble import Ensemble
+    from jumok.decoding.ensemble import Ensemble
 
     torch.manual_seed(8)
     other = build_model(tiny_model_config(), SRC_V, TGT_V).eval()
@@ -274,7 +275,7 @@ def test_ensemble_from_the_command_line_and_average_of_identical_checkpoints(
 
 def test_averaging_two_runs_gives_the_mean_and_mismatched_runs_are_named(run_dir, tmp_path):
     from jumok.checkpoint import load_checkpoint
-    from jumok.ensemble import average_checkpoints
+    from jumok.decoding.ensemble import average_checkpoints
 
     other = tmp_path / "other"
     train(small_config("train.epochs=1", "train.seed=5"), other, **QUIET)
@@ -303,7 +304,7 @@ def test_averaging_two_runs_gives_the_mean_and_mismatched_runs_are_named(run_dir
 def test_interactive_prints_the_n_best_and_the_attention_as_text(run_dir):
     import io
 
-    from jumok.console import interactive, text_attention
+    from jumok.app.console import interactive, text_attention
 
     view = text_attention(["a", "b"], ["x", "</s>"], [[0.9, 0.1], [0.0, 1.0]])
     assert view.splitlines()[1].endswith("<- a 0.90") and "█" in view.splitlines()[2]
@@ -316,7 +317,7 @@ def test_interactive_prints_the_n_best_and_the_attention_as_text(run_dir):
 
 # ------------------------------------------------------------------------------------- eval
 def test_distinct_n_and_top_output_share_by_hand():
-    from jumok.metrics import distinct_n, top_output_share
+    from jumok.training.metrics import distinct_n, top_output_share
 
     outputs = ["i do not know", "i do not know", "see you"]
     assert distinct_n(outputs, 1) == pytest.approx(6 / 10)  # i do not know see you / 10 words
@@ -326,7 +327,7 @@ def test_distinct_n_and_top_output_share_by_hand():
 
 
 def test_eval_report_records_everything_and_reproduces_its_score(run_dir, tmp_path, capsys):
-    from jumok.evaluation import evaluate_files
+    from jumok.app.evaluation import evaluate_files
 
     pairs = [
         ("september 27, 1994", "1994-09-27"),
@@ -351,7 +352,7 @@ def test_eval_report_records_everything_and_reproduces_its_score(run_dir, tmp_pa
     # the recorded command parses, and its flags give back the recorded settings
     import shlex
 
-    from jumok.cli import build_parser, decode_options
+    from jumok.app.cli import build_parser, decode_options
 
     parsed = build_parser().parse_args(shlex.split(report["command"])[1:])
     given = {**decode_options(parsed), "max_length": parsed.max_length}
@@ -391,7 +392,7 @@ def lm_dir(tmp_path_factory):
 
 
 def test_score_is_the_step_by_step_log_probability(run_dir):
-    from jumok.vocab import BOS_ID
+    from jumok.data.vocab import BOS_ID
 
     translator = jumok.load(run_dir)
     source, target = "september 27, 1994", "1994-09-27"
@@ -428,7 +429,7 @@ def test_generate_refuses_a_seq2seq_run(run_dir, capsys):
 
 
 def test_mmi_reranking_scores_and_orders_the_n_best(run_dir, lm_dir):
-    from jumok.translator import Reranker
+    from jumok.decoding.translator import Reranker
 
     translator, lm = jumok.load(run_dir), jumok.load(lm_dir)
     sources = ["september 27, 1994", "Jan 1, 2001"]

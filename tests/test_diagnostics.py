@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jumok.diagnostics import (
+from jumok.decoding.diagnostics import (
     AttentionDiagnostics,
     diagnose,
     format_summary,

@@ -18,11 +18,11 @@ import torch.distributed as dist
 
 from jumok.checkpoint import load_checkpoint
 from jumok.config import load_config
-from jumok.data import encode_pairs, iterate_batches
-from jumok.model import build_model
-from jumok.synthetic import generate
-from jumok.train import train
-from jumok.vocab import PAD_ID, Vocab, tokenize_chars
+from jumok.data.splits import encode_pairs, iterate_batches
+from jumok.data.synthetic import generate
+from jumok.data.vocab import PAD_ID, Vocab, tokenize_chars
+from jumok.model.seq2seq import build_model
+from jumok.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jumok.docgen import PAGES
+from jumok.app.docgen import PAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -12,12 +12,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_generated_pages_are_up_to_date():
     for rel, make in PAGES.items():
         committed = (ROOT / rel).read_text(encoding="utf-8")
-        assert committed == make(), f"{rel} is stale: run `make docs` (python -m jumok.docgen)"
+        assert committed == make(), f"{rel} is stale: run `make docs` (python -m jumok.app.docgen)"
 
 
 def test_every_config_field_is_documented():
+    from jumok.app.docgen import _sections
     from jumok.config import Config
-    from jumok.docgen import _sections
 
     page = (ROOT / "docs/config.md").read_text(encoding="utf-8")
     for path, model in _sections(Config, ""):
@@ -33,6 +33,12 @@ def test_packaged_demo_config_is_the_example():
 
 def test_the_readme_lists_every_module():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    for path in sorted((ROOT / "jumok").glob("*.py")):
-        if not path.name.startswith("__"):
-            assert f"\n  {path.name} " in readme, f"README.md's layout misses jumok/{path.name}"
+    layout = readme[readme.index("## Layout") :]
+    for path in sorted((ROOT / "jumok").rglob("*.py")):
+        if path.name.startswith("__"):
+            continue
+        depth = len(path.relative_to(ROOT / "jumok").parts)  # 1: jumok/x.py, 2: jumok/data/x.py
+        folder = path.parent.name + "/"
+        assert f"\n{'  ' * depth}{path.name} " in layout, f"README.md's layout misses {path}"
+        if depth == 2:
+            assert f"\n  {folder} " in layout, f"README.md's layout misses jumok/{folder}"

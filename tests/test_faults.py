@@ -23,12 +23,12 @@ import pytest
 from test_resume import TINY, assert_same_run, tiny_config
 
 import jumok.checkpoint
+from jumok.app.cli import main
 from jumok.checkpoint import load_checkpoint
-from jumok.cli import main
 from jumok.config import load_config
 from jumok.errors import WriteError
-from jumok.resume import STATE_FILE, load_resumable, load_state
-from jumok.train import train
+from jumok.training.resume import STATE_FILE, load_resumable, load_state
+from jumok.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = {"log": lambda _: None, "progress": False}

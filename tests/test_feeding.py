@@ -1,4 +1,4 @@
-"""The input-feeding LSTM (jumok.feeding) computes what nn.LSTM computes, forward and backward."""
+"""The input-feeding LSTM (jumok.fast.feeding) computes what nn.LSTM computes, forward and backward."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from jumok.encoder import Dropout
-from jumok.feeding import InputFeedingLSTM, StepLinear
+from jumok.fast.dropout import Dropout
+from jumok.fast.feeding import InputFeedingLSTM, StepLinear
 
 B, T, IN, H = 3, 5, 6, 4  # IN: what a step reads besides the feed (of size H)
 
@@ -157,7 +157,7 @@ def test_decoding_steps_use_one_fused_product_and_give_the_same_states():
 def test_the_cell_matches_the_textbook_lstm_cell_forward_and_backward(uses):
     # jumok's cell (one sigmoid for the four gates, tanh as 2 sigmoid(2x) - 1) against the
     # textbook LSTM cell, when the loss reads h, c or both
-    from jumok.feeding import lstm_cell
+    from jumok.fast.feeding import lstm_cell
 
     torch.manual_seed(7)
     gates0, c0 = torch.randn(B, 4 * H) * 2, torch.randn(B, H)
@@ -180,11 +180,11 @@ def test_the_cell_matches_the_textbook_lstm_cell_forward_and_backward(uses):
 
 @pytest.mark.parametrize("autocast", [False, True])
 def test_a_training_loops_attentional_dropout_draws_a_fresh_mask_for_every_step(autocast):
-    """The loop draws the masks of all its steps at once (jumok.decoder): each step must still
+    """The loop draws the masks of all its steps at once (jumok.model.decoder): each step must still
     get its own, drop with probability p, rescale by 1 / (1 - p), and pass the gradient."""
     from conftest import tiny_model_config
 
-    from jumok.model import build_model
+    from jumok.model.seq2seq import build_model
 
     torch.manual_seed(0)
     cfg = tiny_model_config(hidden=64, embedding=6)

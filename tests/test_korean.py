@@ -12,8 +12,8 @@ from test_train import QUIET
 
 import jumok
 from jumok.config import validate
-from jumok.tokenizers import make_tokenizers
-from jumok.train import train
+from jumok.data.tokenizers import make_tokenizers
+from jumok.training.train import train
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 HANGUL = re.compile("[\uac00-\ud7a3]")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from jumok.cli import main
-from jumok.ladder import RUNGS, refresh_report, rung_config
+from jumok.app.cli import main
+from jumok.app.ladder import RUNGS, refresh_report, rung_config
 
 
 def test_ladder_quick_writes_one_entry_per_rung(tmp_path, capsys):
@@ -60,7 +60,7 @@ def test_rungs_follow_the_books_argument():
 def test_ladder_reads_the_books_own_file(tmp_path):
     import random
 
-    from jumok.ladder import run_ladder
+    from jumok.app.ladder import run_ladder
 
     rng = random.Random(0)
     lines = []

@@ -1,4 +1,4 @@
-"""The output layer and the cross-entropy computed together in slices (jumok.loss) give the
+"""The output layer and the cross-entropy computed together in slices (jumok.fast.sliced_loss) give the
 loss and the gradients of the plain way: ``cross_entropy(output(x), target, reduction="sum")``."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from conftest import tiny_model_config
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jumok import loss as loss_module
-from jumok.loss import output_cross_entropy
-from jumok.model import build_model
-from jumok.train import loss_fn
+from jumok.fast import sliced_loss as loss_module
+from jumok.fast.sliced_loss import output_cross_entropy
+from jumok.model.seq2seq import build_model
+from jumok.training.train import loss_fn
 
 
 def _plain(x, output, target, eps):

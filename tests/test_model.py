@@ -12,10 +12,10 @@ from conftest import TGT_V, random_batch, tiny_model_config
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from jumok.config import ModelConfig
-from jumok.encoder import padded_run_applies, reverse_within_length, run_by_length, run_padded
-from jumok.model import build_model
-from jumok.search import greedy
-from jumok.vocab import EOS_ID
+from jumok.data.vocab import EOS_ID
+from jumok.decoding.greedy import greedy
+from jumok.model.encoder import padded_run_applies, reverse_within_length, run_by_length, run_padded
+from jumok.model.seq2seq import build_model
 
 
 def test_forward_shapes(tiny_model):
@@ -149,8 +149,8 @@ def test_modules_keep_no_state_between_calls(tiny_model):
 
 def test_modelling_core_imports_no_plotting_and_no_training_loop():
     code = (
-        "import sys, jumok, jumok.model, jumok.search, jumok.attention, jumok.translator; "
-        "print(sorted(m for m in ('matplotlib', 'jumok.plot', 'jumok.train', 'jumok.cli') "
+        "import sys, jumok, jumok.model.seq2seq, jumok.decoding.search, jumok.model.attention, jumok.decoding.translator; "
+        "print(sorted(m for m in ('matplotlib', 'jumok.plot', 'jumok.training.train', 'jumok.app.cli') "
         "if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

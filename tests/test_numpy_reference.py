@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from jumok.attention import DotAttention
-from jumok.numpy_reference import Attention, AttentionWeight, WeightSum
+from jumok.model.attention import DotAttention
+from jumok.model.numpy_reference import Attention, AttentionWeight, WeightSum
 
 TOL = 1e-6  # float64 throughout; the two implementations agree far closer than this
 

@@ -1,4 +1,4 @@
-"""Decoding copies with weights packed for oneDNN (jumok/packing.py): the same numbers as the
+"""Decoding copies with weights packed for oneDNN (jumok/fast/packing.py): the same numbers as the
 plain layers, faster; the model itself untouched."""
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ from test_train import QUIET, small_config
 from torch import nn
 
 import jumok
-from jumok import packing
-from jumok.feeding import InputFeedingLSTM
-from jumok.model import build_model
-from jumok.train import train
+from jumok.decoding import copies
+from jumok.fast import packing
+from jumok.fast.feeding import InputFeedingLSTM
+from jumok.model.seq2seq import build_model
+from jumok.training.train import train
 
 pytestmark = pytest.mark.skipif(
     not packing.available(torch.device("cpu")), reason="this PyTorch build cannot pack weights"
@@ -88,7 +89,7 @@ def test_decoding_steps_agree_with_the_plain_model():
     step's logits as the plain model's, to float32 rounding."""
     model = _feeding_model()
     made = copy.deepcopy(model)
-    assert packing.pack_decoders(made, torch.float32) == 3
+    assert copies.pack_decoders(made, torch.float32) == 3
     assert isinstance(made.decoder.output, packing.PackedLinear)
     assert made.decoder.rnn.pack_step_product and not model.decoder.rnn.pack_step_product
     src_BS, src_len_B, tgt_in_BT = random_batch(B=4, S=6, T=5)

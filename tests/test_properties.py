@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from jumok.config import apply_overrides, load_config, validate
+from jumok.data.readers import read_csv, read_jsonl, read_parallel, read_tsv
+from jumok.data.tokenizers import CharTokenizer, SentencePieceTokenizer
 from jumok.errors import ConfigError, DataError
-from jumok.readers import read_csv, read_jsonl, read_parallel, read_tsv
-from jumok.tokenizers import CharTokenizer, SentencePieceTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

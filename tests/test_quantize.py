@@ -12,14 +12,14 @@ from test_train import QUIET, small_config
 from torch import nn
 
 import jumok
-from jumok.cli import main
+from jumok.app.cli import main
+from jumok.app.serve import ServeConfig, create_app
 from jumok.config import DecodeConfig
+from jumok.data.vocab import EOS_ID
 from jumok.errors import ConfigError
-from jumok.model import build_model
-from jumok.quantize import check_supported, float_modules, quantize_int8, quantized_modules
-from jumok.serve import ServeConfig, create_app
-from jumok.train import train
-from jumok.vocab import EOS_ID
+from jumok.fast.quantize import check_supported, float_modules, quantize_int8, quantized_modules
+from jumok.model.seq2seq import build_model
+from jumok.training.train import train
 
 DATES = [
     "september 27, 1994",

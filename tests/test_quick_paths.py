@@ -11,12 +11,12 @@ import pytest
 import torch
 from test_train import ROOT, small_config
 
-from jumok import loss as loss_module
-from jumok import train as train_module
-from jumok.data import encode_pairs, iterate_batches, pad
-from jumok.model import build_model
-from jumok.synthetic import generate
-from jumok.vocab import UNK, UNK_ID, Vocab, tokenize_chars
+from jumok.data.splits import encode_pairs, iterate_batches, pad
+from jumok.data.synthetic import generate
+from jumok.data.vocab import UNK, UNK_ID, Vocab, tokenize_chars
+from jumok.fast import sliced_loss as loss_module
+from jumok.model.seq2seq import build_model
+from jumok.training import train as train_module
 
 
 def _dev(cfg):
@@ -118,7 +118,7 @@ def _sizes(model) -> tuple[int, int]:
 def test_validation_decodes_without_token_tables_and_gets_the_same_output():
     # a validation builds no token-gate table (it would sit on top of training's memory); its
     # outputs are those of decoding with the table
-    from jumok.search import greedy_stream
+    from jumok.decoding.greedy import greedy_stream
 
     cfg = small_config("model.decoder.input_feeding=true")
     model, data, pairs, detok = _dev(cfg)

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from jumok.errors import DataError
-from jumok.readers import (
+from jumok.data.readers import (
     ReadReport,
     iter_pairs,
     read_csv,
@@ -22,6 +21,7 @@ from jumok.readers import (
     read_tsv,
     shuffled_stream,
 )
+from jumok.errors import DataError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -367,7 +367,7 @@ def test_tatoeba_ko_en_and_en_fr():
 
 
 def test_dlfs2_fixed_width_lines_are_stripped(tmp_path):
-    from jumok.readers import read_dlfs2
+    from jumok.data.readers import read_dlfs2
 
     path = tmp_path / "addition.txt"
     path.write_text("16+75  _91  \n52+607 _659 \nno separator\n", encoding="utf-8")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from jumok.config import load_config
-from jumok.data import load_splits
+from jumok.data.splits import load_splits
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -55,7 +55,7 @@ def test_chatbot_helper_models_share_the_chatbots_held_out_pairs():
 def test_date_fast_is_the_lecture_model_and_stops_at_its_target(tmp_path):
     # The same architecture as examples/date.yaml; only the training differs. A short run (a
     # smaller data set, a reachable target) shows the target ends it.
-    from jumok.train import train
+    from jumok.training.train import train
 
     fast, lecture = (load_config(ROOT / "examples" / n) for n in ("date-fast.yaml", "date.yaml"))
     assert fast.model == lecture.model

@@ -17,14 +17,14 @@ import pytest
 import torch
 from test_train import digest
 
+from jumok.app.cli import main
 from jumok.checkpoint import load_checkpoint
-from jumok.cli import main
 from jumok.config import load_config
-from jumok.data import write_pairs
+from jumok.data.splits import write_pairs
+from jumok.data.synthetic import generate
 from jumok.errors import RunDirError
-from jumok.resume import STATE_FILE, TrainingInterrupted, load_state, save_state
-from jumok.synthetic import generate
-from jumok.train import train
+from jumok.training.resume import STATE_FILE, TrainingInterrupted, load_state, save_state
+from jumok.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 # One epoch is 19 updates of (up to) 32 pairs: 600 train pairs.
@@ -76,7 +76,7 @@ class Lines:
 
 def interrupt_after(monkeypatch, update: int, signum: int = signal.SIGTERM) -> None:
     """Send ``signum`` to this process during update number ``update`` (from 1)."""
-    import jumok.train as train_module
+    import jumok.training.train as train_module
 
     real = train_module.accumulated_update
     calls = [0]
@@ -262,7 +262,7 @@ def test_resume_from_the_command_line_continues_in_the_same_directory(tmp_path, 
     overrides = [x for item in TINY for x in ("--set", item)]
     run = tmp_path / "run"
     # SIGINT during update 20 (the second epoch's first) of a command-line run.
-    import jumok.train as train_module
+    import jumok.training.train as train_module
 
     real = train_module.accumulated_update
     calls = [0]

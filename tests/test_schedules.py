@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from jumok.config import EarlyStoppingConfig, ScheduleConfig
-from jumok.schedules import EarlyStopping, Schedule
+from jumok.training.schedules import EarlyStopping, Schedule
 
 
 def rates(kind: str, steps: int, total: int = 1100, **cfg) -> list[float]:

@@ -12,11 +12,11 @@ from fastapi.testclient import TestClient
 from test_train import QUIET, small_config
 
 import jumok
-from jumok.batcher import DynamicBatcher, QueueFull
-from jumok.cli import main
+from jumok.app.batcher import DynamicBatcher, QueueFull
+from jumok.app.cli import main
+from jumok.app.serve import ServeConfig, create_app, load_models, model_names
 from jumok.errors import RunDirError
-from jumok.serve import ServeConfig, create_app, load_models, model_names
-from jumok.train import train
+from jumok.training.train import train
 
 DATES = ["september 27, 1994", "Jan 2, 2003", "TUESDAY, MARCH 5, 1991"]
 

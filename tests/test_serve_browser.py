@@ -12,7 +12,7 @@ import pytest
 from conftest import ServeProcess
 from test_train import QUIET, small_config
 
-from jumok.train import train
+from jumok.training.train import train
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 

@@ -13,7 +13,7 @@ import pytest
 from conftest import ServeProcess
 from test_train import QUIET, small_config
 
-from jumok.train import train
+from jumok.training.train import train
 
 
 def translate(base: str, texts: list[str], timeout: float = 30, **options) -> dict:

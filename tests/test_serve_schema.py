@@ -8,8 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from test_train import QUIET, small_config
 
 import jumok
-from jumok.serve import ServeConfig, create_app
-from jumok.train import train
+from jumok.app.serve import ServeConfig, create_app
+from jumok.training.train import train
 
 schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is not installed")
 from schemathesis.checks import not_a_server_error  # noqa: E402

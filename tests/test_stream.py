@@ -11,8 +11,11 @@ import torch
 from conftest import SRC_V, TGT_V, random_batch
 from test_variants import variant
 
-from jumok import feeding, search
-from jumok.beam import (
+from jumok.app.cli import CHOICES
+from jumok.config import DecodeConfig
+from jumok.data.vocab import EOS_ID
+from jumok.decoding import hypothesis
+from jumok.decoding.beam import (
     BeamOptions,
     _cannot_improve,
     _Sentence,
@@ -20,12 +23,11 @@ from jumok.beam import (
     beam_stream,
     length_normalizer,
 )
-from jumok.cli import CHOICES
-from jumok.config import DecodeConfig
-from jumok.ensemble import Ensemble
-from jumok.model import build_model
-from jumok.search import Hypothesis, greedy, greedy_stream
-from jumok.vocab import EOS_ID
+from jumok.decoding.ensemble import Ensemble
+from jumok.decoding.greedy import greedy, greedy_stream
+from jumok.decoding.hypothesis import Hypothesis
+from jumok.fast import feeding
+from jumok.model.seq2seq import build_model
 
 
 def _batches(seed: int, shapes=((4, 3), (5, 7), (2, 5), (6, 9))):
@@ -59,7 +61,7 @@ def _same(a: Hypothesis, b: Hypothesis) -> None:
 @pytest.mark.parametrize("slots", [1, 3, 8, 40])
 @pytest.mark.parametrize("encode_rows", [10, 256])  # batches encoded in two groups, or one
 def test_streamed_greedy_equals_greedy_batch_by_batch(config, slots, encode_rows, monkeypatch):
-    monkeypatch.setattr(search, "ENCODE_ROWS", encode_rows)
+    monkeypatch.setattr(hypothesis, "ENCODE_ROWS", encode_rows)
     torch.manual_seed(4)
     model = build_model(config, SRC_V, TGT_V).eval()
     with torch.no_grad():  # outputs of many lengths, so that rows finish at different steps

@@ -7,8 +7,8 @@ from test_train import QUIET
 
 import jumok
 from jumok.config import validate
-from jumok.synthetic import generate
-from jumok.train import train
+from jumok.data.synthetic import generate
+from jumok.training.train import train
 
 
 @pytest.mark.parametrize(
@@ -47,7 +47,7 @@ def test_tokenizers_train_translate_and_travel_in_the_checkpoint(tmp_path, token
 def test_vocab_command_prepares_the_tokenizer_that_train_reuses(tmp_path, capsys):
     import yaml
 
-    from jumok.cli import main
+    from jumok.app.cli import main
 
     pairs = generate("date", 400, seed=3)
     (tmp_path / "pairs.tsv").write_text("".join(f"{s}\t{t}\n" for s, t in pairs), "utf-8")

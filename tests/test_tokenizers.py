@@ -12,9 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jumok.errors import DataError
-from jumok.readers import read_parallel
-from jumok.tokenizers import (
+from jumok.data.readers import read_parallel
+from jumok.data.tokenizers import (
     CharTokenizer,
     SentencePieceTokenizer,
     Tokenizer,
@@ -22,7 +21,8 @@ from jumok.tokenizers import (
     make_tokenizers,
     tokenizer_files,
 )
-from jumok.vocab import BOS, EOS, PAD, tokenize_chars
+from jumok.data.vocab import BOS, EOS, PAD, tokenize_chars
+from jumok.errors import DataError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -132,7 +132,7 @@ def test_sentencepiece_training_is_silent():
     """SentencePiece logs pages of settings to stderr by default; a fresh process shows none."""
     code = (
         "import sys, tempfile, pathlib\n"
-        "from jumok.tokenizers import SentencePieceTokenizer\n"
+        "from jumok.data.tokenizers import SentencePieceTokenizer\n"
         "d = pathlib.Path(tempfile.mkdtemp())\n"
         "SentencePieceTokenizer.train(['hello world', '안녕 세계'] * 20, d / 'm.model', 30)\n"
     )

@@ -13,13 +13,13 @@ import torch
 from conftest import tiny_model_config
 
 from jumok.config import load_config
-from jumok.data import encode_pairs, make_batch
+from jumok.data.splits import encode_pairs, make_batch
+from jumok.data.synthetic import generate
+from jumok.data.vocab import Vocab, tokenize_chars
+from jumok.decoding.translator import load
 from jumok.errors import RunDirError
-from jumok.model import build_model
-from jumok.synthetic import generate
-from jumok.train import loss_fn, train
-from jumok.translator import load
-from jumok.vocab import Vocab, tokenize_chars
+from jumok.model.seq2seq import build_model
+from jumok.training.train import loss_fn, train
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = {"log": lambda _: None, "progress": False}
@@ -132,7 +132,7 @@ def test_max_seconds_stops_cleanly_and_keeps_a_checkpoint(tmp_path):
 
 
 def test_kernel_cache_is_set_before_the_first_update(monkeypatch, tmp_path):
-    import jumok.train as train_module
+    import jumok.training.train as train_module
 
     monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "32")
     seen = []
@@ -149,7 +149,7 @@ def test_kernel_cache_is_set_before_the_first_update(monkeypatch, tmp_path):
 
 
 def test_kernel_cache_null_leaves_the_environment_alone(monkeypatch):
-    from jumok.train import apply_kernel_cache
+    from jumok.training.train import apply_kernel_cache
 
     monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "40")
     apply_kernel_cache(None)

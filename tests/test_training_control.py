@@ -12,11 +12,11 @@ from conftest import tiny_model_config
 from test_train import QUIET, small_config
 
 from jumok.config import TrainConfig
-from jumok.data import batch_order, encode_pairs, make_batch, split_by_tokens
-from jumok.model import build_model
-from jumok.synthetic import generate
-from jumok.train import accumulated_update, make_optimizer, train
-from jumok.vocab import Vocab, tokenize_chars
+from jumok.data.splits import batch_order, encode_pairs, make_batch, split_by_tokens
+from jumok.data.synthetic import generate
+from jumok.data.vocab import Vocab, tokenize_chars
+from jumok.model.seq2seq import build_model
+from jumok.training.train import accumulated_update, make_optimizer, train
 
 
 def test_token_batches_hold_every_example_once_within_the_budget():
@@ -126,7 +126,7 @@ def test_training_ends_at_the_first_validation_that_reaches_the_target(tmp_path)
 
 def test_streaming_reads_every_pair_once_per_epoch_and_trains(tmp_path):
     from jumok.config import validate
-    from jumok.data import streamed_batches
+    from jumok.data.splits import streamed_batches
 
     pairs = generate("date", 700, seed=5)
     write = lambda name, items: (tmp_path / name).write_text(  # noqa: E731
@@ -148,7 +148,7 @@ def test_streaming_reads_every_pair_once_per_epoch_and_trains(tmp_path):
     result = train(cfg, tmp_path / "run", **QUIET)
     assert len(result.history) == 2 and result.history[-1].step == 2 * 19  # ceil(600 / 32)
     src_vocab, tgt_vocab = result.src_vocab, result.tgt_vocab
-    from jumok.data import encode_pairs
+    from jumok.data.splits import encode_pairs
 
     seen = []
     for batch in streamed_batches(

@@ -9,13 +9,13 @@ import pytest
 import torch
 from test_train import small_config
 
+from jumok.app.cli import main
 from jumok.checkpoint import save_checkpoint
-from jumok.cli import main
-from jumok.diagnostics import diagnose
-from jumok.model import build_model
-from jumok.synthetic import generate
-from jumok.translator import Translation
-from jumok.vocab import Vocab, tokenize_chars
+from jumok.data.synthetic import generate
+from jumok.data.vocab import Vocab, tokenize_chars
+from jumok.decoding.diagnostics import diagnose
+from jumok.decoding.translator import Translation
+from jumok.model.seq2seq import build_model
 
 KEYS = {"entropy", "mean_entropy", "coverage", "monotonicity", "final_share", "collapsed"}
 

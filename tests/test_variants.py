@@ -12,10 +12,10 @@ import pytest
 import torch
 from conftest import SRC_V, TGT_V, random_batch
 
-from jumok.attention import DotAttention, GeneralAttention, ScaledDotAttention
 from jumok.config import ModelConfig
-from jumok.model import build_model
-from jumok.search import greedy
+from jumok.decoding.greedy import greedy
+from jumok.model.attention import DotAttention, GeneralAttention, ScaledDotAttention
+from jumok.model.seq2seq import build_model
 
 ATTENTIONS = ["none", "dot", "scaled_dot", "general", "additive"]
 ENCODERS = [  # (bidirectional, num_layers, rnn)
@@ -290,8 +290,8 @@ def test_options_work_in_train_translate_and_the_python_api(name, tmp_path, caps
     from test_train import small_config
 
     import jumok
-    from jumok.cli import main
-    from jumok.train import train
+    from jumok.app.cli import main
+    from jumok.training.train import train
 
     cfg = small_config(*OPTION_SETS[name], "train.epochs=1")
     train(cfg, tmp_path / "run", log=lambda _: None, progress=False)

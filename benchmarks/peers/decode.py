@@ -98,7 +98,7 @@ def decoders(work: Path, jumok_run: Path | None, variants: list[str]) -> list[De
 
 def bleu(hypotheses: Path, references: Path) -> float:
     """jumok's corpus BLEU (sacrebleu, 13a) of an output file against the references."""
-    from jumok.metrics import bleu as corpus_bleu
+    from jumok.training.metrics import bleu as corpus_bleu
 
     hyps = hypotheses.read_text(encoding="utf-8").splitlines()
     refs = references.read_text(encoding="utf-8").splitlines()
