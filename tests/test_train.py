@@ -149,10 +149,26 @@ def test_kernel_cache_is_set_before_the_first_update(monkeypatch, tmp_path):
 
 
 def test_kernel_cache_null_leaves_the_environment_alone(monkeypatch):
-    from jumok.training.train import apply_kernel_cache
+    from jumok.fast import runtime
 
     monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "40")
-    apply_kernel_cache(None)
-    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "40"
-    apply_kernel_cache(256)
+    monkeypatch.delenv("LRU_CACHE_CAPACITY", raising=False)
+    runtime.configure(None)
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "40"  # the user's value is kept
+    assert os.environ["LRU_CACHE_CAPACITY"] == "32"  # jumok's default where none was set
+    runtime.configure(256)
     assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "256"
+
+
+def test_importing_jumok_writes_nothing_to_the_environment():
+    import subprocess
+    import sys
+
+    code = (
+        "import os; before = dict(os.environ); import jumok, jumok.app.cli, jumok.training.train, "
+        "jumok.decoding.translator; print(sorted(set(os.environ.items()) ^ set(before.items())))"
+    )
+    env = {k: v for k, v in os.environ.items() if "CACHE_CAPACITY" not in k}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from jumok.data.readers import MAX_INPUT_CHARS
 from jumok.data.readers import read_lines as read_inputs
 from jumok.errors import ConfigError, DataError, JumokError
+from jumok.fast import runtime
 
 if TYPE_CHECKING:
     from jumok.config import Config
@@ -813,6 +814,7 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one jumok command; ``argv`` None means the ``jumok`` program itself (sys.argv)."""
+    runtime.configure()  # the kernel caches, before any model runs
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -824,21 +826,8 @@ def main(argv: list[str] | None = None) -> int:
         print("jumok: interrupted", file=sys.stderr)
         code = 130
     if argv is None:
-        _exit(code)
+        runtime.quick_exit(code)
     return code
-
-
-def _exit(code: int) -> None:
-    """End the jumok program at once: every file is closed and the output flushed by now, and
-    the interpreter's own teardown of PyTorch's modules took ~0.6-0.8 s of every command
-    (measured here), longer than a validation of the date task."""
-    import logging
-    import os
-
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
 
 
 if __name__ == "__main__":

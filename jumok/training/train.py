@@ -27,12 +27,10 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import ctypes
 import io
 import itertools
 import json
 import math
-import os
 import random
 import signal
 import sys
@@ -71,7 +69,7 @@ from jumok.data.vocabularies import Vocabularies, build_vocabularies
 from jumok.decoding import copies
 from jumok.decoding.greedy import greedy_stream
 from jumok.errors import ConfigError, DataError, RunDirError, WriteError
-from jumok.fast import packing
+from jumok.fast import packing, runtime
 from jumok.fast.feeding import without_token_tables
 from jumok.fast.sliced_loss import release_workspaces
 from jumok.model.seq2seq import Seq2Seq, build_model
@@ -392,7 +390,7 @@ def _train(
     t = cfg.train
     if t.threads:
         torch.set_num_threads(t.threads)
-    apply_kernel_cache(t.kernel_cache)
+    runtime.configure(t.kernel_cache)
     device = world.place(resolve_device(t.device))
     seed_everything(t.seed)
 
@@ -517,7 +515,7 @@ def _train(
         seconds = time.perf_counter() - since_time
         release_workspaces()  # the loss's buffers (jumok.fast.sliced_loss): decoding needs the memory more
         scores = evaluate(model, dev_data, splits.dev, detok, cfg, device)
-        release_free_memory()
+        runtime.release_free_memory()
         record = EpochRecord(
             epoch=epoch,
             step=p.step,
@@ -636,7 +634,7 @@ def _train(
                     p.since_loss += loss_sum
                     p.since_tokens += n_tokens
                     if p.step % TRIM_EVERY == 0:
-                        release_free_memory()
+                        runtime.release_free_memory()
                     if progress:
                         elapsed = time.perf_counter() - since_time
                         bar.set_postfix(
@@ -835,36 +833,6 @@ CURVE_EVERY_SECONDS = 20.0
 LOSS_POSITIONS = 8192
 # Updates between two trims of the C heap while training (see release_free_memory).
 TRIM_EVERY = 50
-
-
-def apply_kernel_cache(size: int | None) -> None:
-    """Set how many compiled oneDNN kernels this process keeps (``train.kernel_cache``; None:
-    leave ``ONEDNN_PRIMITIVE_CACHE_CAPACITY`` as it is, jumok's 32 unless the environment set it).
-
-    oneDNN reads the variable when it compiles its first kernel, so this takes effect only in a
-    process that has not run one yet (``jumok train`` calls it before its first update). At 32,
-    the kernels of one update of the date model (LSTMs and products for each source length)
-    evict each other and ~5 of them are compiled again at every update: 3.0 ms of ~30 ms,
-    counted by ``ONEDNN_VERBOSE=profile_create`` over 340 real batches; at 256 each shape is
-    compiled once (docs/benchmarks.md).
-    """
-    if size is not None:
-        os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = str(size)
-
-
-def release_free_memory() -> None:
-    """Hand the C heap's free pages back to the system (glibc's ``malloc_trim``; elsewhere a no-op).
-
-    Batches of varying shapes leave the heap fragmented, and glibc keeps what is freed: on
-    Multi30k the resident memory of a run grew by ~100 MB an epoch. Trimming after each
-    validation (the largest transient allocations) costs a few milliseconds, and so does
-    trimming every :data:`TRIM_EVERY` updates; trimming after every update would cost ~60% of
-    the speed (pages are faulted in again).
-    """
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 @torch.no_grad()
