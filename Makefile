@@ -38,19 +38,19 @@ format: $(VENV)/.installed-test
 docs: $(VENV)/.installed
 	$(BIN)/python -m jumok.app.docgen
 
-# Training throughput of the date model, then (when ../shared/data/multi30k exists) of the Task B
-# model; add BENCH_RUN=RUN_DIR to time decoding test2016 with a trained Task B model too.
-# Each script prints a baseline from the same run beside its figures (docs/benchmarks.md).
+# Training throughput of the date model, then (when ../shared/data/multi30k exists) of the
+# Multi30k model; add BENCH_RUN=RUN_DIR to time decoding test2016 with a trained Multi30k run too.
+# Each script prints a baseline from the same run beside its figures (docs/performance.md).
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/date_core.py --steps 40
 	@if [ -f ../shared/data/multi30k/train.en ]; then \
 		$(BIN)/python benchmarks/train_speed.py --steps 40 --rounds 1; \
-	else echo "bench: ../shared/data/multi30k is missing; skipping the Task B benchmarks"; fi
+	else echo "bench: ../shared/data/multi30k is missing; skipping the Multi30k benchmarks"; fi
 	@if [ -n "$(BENCH_RUN)" ]; then $(BIN)/python benchmarks/decode_speed.py $(BENCH_RUN); fi
 
 # Optional, never part of `make test` or CI: installs JoeyNMT 2.3.0 and OpenNMT-py 3.5.1 into
 # .venvs/ (first time only), trains them beside jumok on ../shared/data, then decodes test2016
-# with OpenNMT-py's and jumok's Task B models (benchmarks/README.md).
+# with OpenNMT-py's and jumok's Multi30k models (benchmarks/README.md).
 # Options go through BENCH_PEERS_ARGS, e.g. make bench-peers BENCH_PEERS_ARGS="--task multi30k".
 BENCH_PEERS_ARGS ?= --task all
 bench-peers: $(VENV)/.installed
