@@ -236,3 +236,25 @@ def test_translate_warns_when_the_input_has_no_lines(run_dir, tmp_path, capsys):
     assert main(["translate", str(run_dir), "--input", str(empty), "--output", str(out)]) == 0
     assert "has no lines" in capsys.readouterr().err
     assert out.read_text() == ""
+
+
+def test_every_command_spells_the_checkpoint_choice_the_same_way(monkeypatch):
+    from jumok.app import serve
+    from jumok.app.cli import build_parser
+
+    parser = build_parser()
+    for command in (
+        ["translate", "run"],
+        ["eval", "run", "--src", "s.txt", "--ref", "r.txt"],
+        ["average", "run", "--out", "avg.safetensors"],
+        ["serve", "run"],
+    ):
+        assert parser.parse_args(command).checkpoint == "best"
+        assert parser.parse_args([*command, "--checkpoint", "last"]).checkpoint == "last"
+    # serve's old spelling still works, and reaches the models' loading
+    assert parser.parse_args(["serve", "run", "--which", "last"]).checkpoint == "last"
+    seen = {}
+    monkeypatch.setattr(serve, "load_models", lambda paths, which, device: seen.update(w=which))
+    monkeypatch.setattr(serve, "run", lambda models, config, log_level: None)
+    assert main(["serve", "run", "--which", "last"]) == 0
+    assert seen == {"w": "last"}

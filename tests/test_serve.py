@@ -116,6 +116,15 @@ def test_openapi_schema_names_every_decoding_option(client):
     )
 
 
+def test_openapi_names_the_hypotheses_as_clients_know_them(client):
+    # The Python class is HypothesisOut (not to be confused with the search's Hypothesis); the
+    # schema keeps the name the API has always published.
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    assert "Hypothesis" in schemas and "HypothesisOut" not in schemas
+    items = schemas["Result"]["properties"]["hypotheses"]["items"]
+    assert items == {"$ref": "#/components/schemas/Hypothesis"}
+
+
 def test_page_and_docs_fetch_nothing_from_outside(client):
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -31,6 +32,15 @@ SHOWCASE = [
     "9/27/94",
     "6/3/73",
 ]
+
+
+@dataclass
+class HeldOutScore:
+    """How the trained model did on the held-out test items."""
+
+    exact_match: float  # the share of items answered exactly, in [0, 1]
+    items: int
+    errors: list[tuple[str, str, str]]  # (input, expected, output) of each item it got wrong
 
 
 def demo_config(overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -104,7 +114,8 @@ def run_demo(
     history = [vars(r) for r in result.history]
     plot.learning_curve(out / "learning_curve.png", history, "the lecture's model on the date task")
     total = time.perf_counter() - started
-    write_report(out / "report.md", cfg, result, test_em, len(test), errors, showcase, total)
+    held_out = HeldOutScore(exact_match=test_em, items=len(test), errors=errors)
+    write_report(out / "report.md", cfg, result, held_out, showcase, total)
     log(f"\npictures and report in {out}/ (attention.png, learning_curve.png, report.md)")
     log(f"try it:  jumok translate {out / 'run'} --input - <<< 'april 1, 2001'")
     log(f"demo finished in {total:.0f} s")
@@ -115,12 +126,11 @@ def write_report(
     path: Path,
     cfg: Config,
     result: TrainResult,
-    test_em: float,
-    n_test: int,
-    errors: list[tuple[str, str, str]],
+    test: HeldOutScore,
     showcase: list[Translation],
     seconds: float,
 ) -> None:
+    """report.md: what was trained, the results per epoch and on test, examples, pictures."""
     m, t, g = cfg.model, cfg.train, cfg.data.generate
     lines = [
         "# jumok demo: the lecture's attention seq2seq on the date task",
@@ -128,7 +138,7 @@ def write_report(
         "## What was trained",
         "",
         f"- Data: {g.size if g else '?'} distinct generated date pairs in the formats of *Deep Learning "
-        f"from Scratch 2* ch. 8 (seed {g.seed if g else '?'}); {n_test} held out for test, "
+        f"from Scratch 2* ch. 8 (seed {g.seed if g else '?'}); {test.items} held out for test, "
         f"{g.dev_size if g else '?'} for validation, none of them in train.",
         f"- Model: embedding {m.encoder.embedding_size} + LSTM {m.encoder.hidden_size} encoder keeping "
         f"every state `hs`; LSTM {m.decoder.hidden_size} decoder started from the encoder's last state; "
@@ -145,7 +155,8 @@ def write_report(
         lines.append(_row(r))
     lines += [
         "",
-        f"**Test exact match: {100 * test_em:.2f}%** of {n_test} held-out items (greedy decoding).",
+        f"**Test exact match: {100 * test.exact_match:.2f}%** of {test.items} held-out items "
+        "(greedy decoding).",
         "",
         f"Whole demo: {seconds:.0f} s.",
         "",
@@ -156,14 +167,14 @@ def write_report(
         *[f"| `{s.source}` | `{s.text}` |" for s in showcase],
         "",
     ]
-    if errors:
+    if test.errors:
         lines += [
             "Some test items the model got wrong:",
             "",
             "| input | expected | output |",
             "|---|---|---|",
         ]
-        lines += [f"| `{s}` | `{t}` | `{o}` |" for s, t, o in errors[:10]]
+        lines += [f"| `{s}` | `{t}` | `{o}` |" for s, t, o in test.errors[:10]]
         lines.append("")
     lines += [
         "## Pictures",

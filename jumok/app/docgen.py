@@ -1,4 +1,4 @@
-"""Generate ``docs/config.md`` and ``docs/cli.md`` from the code, so the docs cannot drift.
+"""Generate ``docs/config.md``, ``docs/cli.md`` and ``docs/api.md`` from the code, so the docs cannot
 
 Run ``python -m jumok.app.docgen`` (or ``make docs``); ``tests/test_docs.py`` fails when a generated
 page differs from what is committed.
@@ -143,39 +143,39 @@ def _help(parser: argparse.ArgumentParser) -> str:
 
 def api_reference() -> str:
     """The HTTP API of ``jumok serve``: every request and response field, and the JSON schemas."""
-    from jumok.app import serve
+    from jumok.app import schemas
 
     lines = [
         HEADER,
         "# HTTP API reference",
         "",
         "The request and response schemas of `jumok serve`, generated from the pydantic models in",
-        "[`jumok/app/serve.py`](../jumok/app/serve.py). How to run the server and call it:",
+        "[`jumok/app/schemas.py`](../jumok/app/schemas.py). How to run the server and call it:",
         "[serving.md](serving.md). A running server also shows them at `/docs` and",
         "`/openapi.json`. A decoding option left out (or null) takes the run's own `decode`",
         "setting, which `GET /v1/models` lists; `batch_size` is the server's to choose.",
         "",
     ]
     for title, model in [
-        ("POST /v1/translate: request", serve.TranslateRequest),
-        ("POST /v1/translate: response", serve.TranslateResponse),
-        ("one result per text", serve.Result),
-        ("one hypothesis", serve.Hypothesis),
-        ("GET /v1/models: one model", serve.ModelInfo),
-        ("every 4xx", serve.ErrorResponse),
+        ("POST /v1/translate: request", schemas.TranslateRequest),
+        ("POST /v1/translate: response", schemas.TranslateResponse),
+        ("one result per text", schemas.Result),
+        ("one hypothesis", schemas.HypothesisOut),
+        ("GET /v1/models: one model", schemas.ModelInfo),
+        ("every 4xx", schemas.ErrorResponse),
     ]:
         lines += _field_table(f"{title} (`{model.__name__}`)", model)
     lines += [
         "## JSON schema of the request",
         "",
         "```json",
-        json.dumps(serve.TranslateRequest.model_json_schema(), indent=2, ensure_ascii=False),
+        json.dumps(schemas.TranslateRequest.model_json_schema(), indent=2, ensure_ascii=False),
         "```",
         "",
         "## JSON schema of the response",
         "",
         "```json",
-        json.dumps(serve.TranslateResponse.model_json_schema(), indent=2, ensure_ascii=False),
+        json.dumps(schemas.TranslateResponse.model_json_schema(), indent=2, ensure_ascii=False),
         "```",
         "",
     ]

@@ -17,13 +17,16 @@ import shlex
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jumok.checkpoint import atomic_write_text
 from jumok.data.readers import read_lines
 from jumok.decoding.translator import Reranker, load, resolve_checkpoint
 from jumok.errors import DataError, RunDirError
 from jumok.training import metrics
+
+if TYPE_CHECKING:
+    from jumok.data.tokenizers import Tokenizer
 
 PACKAGES = ("jumok", "torch", "sacrebleu", "sentencepiece", "numpy", "pydantic")
 
@@ -53,8 +56,6 @@ def evaluate_files(
         DataError: a file is missing, not UTF-8, has an empty line, or the two files differ in
             length.
     """
-    import sacrebleu
-
     options = dict(options or {})
     sources, refs = read_lines(src), read_lines(ref)
     if len(sources) != len(refs):
@@ -66,7 +67,23 @@ def evaluate_files(
     opts = translator.options(**options)
     results = translator.translate(sources, rerank=rerank, **options)
     outputs = [r.text for r in results]
-    tok = translator.tgt_tok
+    scores, signatures = score(outputs, refs, translator.tgt_tok)
+    scores.update(abstained=sum(r.abstained for r in results), sentences=len(sources))
+    report = {
+        "scores": scores,
+        "signatures": signatures,
+        **provenance(run_dirs, src, ref, len(sources), opts.model_dump(mode="json"), which, rerank),
+    }
+    return report, outputs
+
+
+def score(
+    outputs: list[str], refs: list[str], tok: Tokenizer
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The scores of ``outputs`` against ``refs``, and the sacrebleu signatures of BLEU, chrF and
+    TER. Token accuracy compares the tokens of ``tok`` (the target tokenizer)."""
+    import sacrebleu
+
     scores: dict[str, Any] = {}
     signatures = {}
     for name, metric in (
@@ -90,18 +107,28 @@ def evaluate_files(
         distinct_2=round(metrics.distinct_n(outputs, 2), 4),
         top_output_share=round(share, 4),
         top_output=top,
-        abstained=sum(r.abstained for r in results),
-        sentences=len(sources),
     )
+    return scores, signatures
+
+
+def provenance(
+    run_dirs: Sequence[str | Path],
+    src: str | Path,
+    ref: str | Path,
+    lines: int,
+    decoding: dict[str, Any],
+    which: str,
+    rerank: Reranker | None,
+) -> dict[str, Any]:
+    """What a report records to get the same scores again: the decoding settings, the data files
+    (``lines`` each) and checkpoints with their sha256, the seed, the versions, the reranker and
+    the command line."""
     checkpoints = [resolve_checkpoint(r, which) for r in run_dirs]
-    decoding = opts.model_dump(mode="json")
-    report = {
-        "scores": scores,
-        "signatures": signatures,
+    return {
         "decoding": decoding,
         "data": {
-            "src": {"path": str(src), "sha256": sha256(src), "lines": len(sources)},
-            "ref": {"path": str(ref), "sha256": sha256(ref), "lines": len(refs)},
+            "src": {"path": str(src), "sha256": sha256(src), "lines": lines},
+            "ref": {"path": str(ref), "sha256": sha256(ref), "lines": lines},
         },
         "checkpoints": [{"path": str(c), "sha256": sha256(c)} for c in checkpoints],
         "seed": decoding["seed"],
@@ -116,7 +143,6 @@ def evaluate_files(
         "command": reproduce_command(run_dirs, src, ref, decoding, which, rerank),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    return report, outputs
 
 
 def reproduce_command(

@@ -10,9 +10,12 @@ front of it, and serves:
 - ``GET /docs``: the OpenAPI documentation.
 
 The server is a thin layer: every decoding option is a ``decode.*`` field of the run's config
-(the request schema is built from :class:`jumok.config.DecodeConfig`, so it cannot drift), and
-the decoding is exactly ``jumok.load(RUN_DIR).translate(...)``. Models come only from the paths
-given at start-up; a request can choose one by name, never by path.
+(the request schema, in :mod:`jumok.app.schemas`, is built from :class:`jumok.config.DecodeConfig`,
+so it cannot drift), and the decoding is exactly ``jumok.load(RUN_DIR).translate(...)``. Models
+come only from the paths given at start-up; a request can choose one by name, never by path.
+
+The routes are module-level handlers on :data:`router`; :func:`create_app` wires them to the
+models, whose state they reach through ``request.app.state`` (``served``, ``config``, ``default``).
 """
 
 from __future__ import annotations
@@ -22,196 +25,59 @@ import importlib.resources
 import re
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    ValidationError,
-    create_model,
-)
-from pydantic.fields import FieldInfo
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi_offline import FastAPIOffline
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from jumok.app.batcher import DynamicBatcher, QueueFull
+from jumok.app.schemas import (
+    SERVER_OWNED,
+    ErrorResponse,
+    Health,
+    HypothesisOut,
+    ModelInfo,
+    ModelList,
+    Ready,
+    Result,
+    ServeConfig,
+    TranslateRequest,
+    TranslateResponse,
+)
 from jumok.config import DecodeConfig
 from jumok.data.readers import text_problem
 from jumok.decoding.translator import Translation, Translator
 from jumok.errors import ConfigError, DataError, JumokError, RunDirError
 
 
-class ServeConfig(BaseModel):
-    """How ``jumok serve`` listens, batches and limits requests (one flag per field)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    host: str = Field(
-        "127.0.0.1",
-        description="Address to bind. The default answers only this machine; use 0.0.0.0 to "
-        "listen on every interface (put a proxy with authentication in front).",
-    )
-    port: int = Field(8000, ge=0, le=65535, description="TCP port (0 = any free port).")
-    batching: bool = Field(
-        True,
-        description="Decode requests that arrive within --max-wait-ms of each other as one "
-        "batch (--no-batching decodes each request alone).",
-    )
-    max_batch_size: int = Field(64, ge=1, description="Most texts in one dynamic batch.")
-    max_wait_ms: float = Field(
-        5.0, ge=0, description="How long the first request of a batch waits for others (ms)."
-    )
-    max_queue: int = Field(
-        4096, ge=1, description="Most texts waiting to be decoded; beyond it requests get 429."
-    )
-    max_texts: int = Field(64, ge=1, description="Most texts in one request (413 beyond).")
-    max_chars: int = Field(1000, ge=1, description="Most characters in one text (413 beyond).")
-    max_body_bytes: int = Field(
-        1_000_000, ge=1, description="Largest request body in bytes (413 beyond)."
-    )
-    max_beam: int = Field(16, ge=1, description="Largest beam (and n-best) a request may ask.")
-    max_output_tokens: int = Field(
-        400, ge=1, description="Largest max_length a request may ask (output tokens)."
-    )
-    max_decode_seconds: float = Field(
-        60.0,
-        gt=0,
-        description="A request whose decoding (queue wait included) takes longer gets 408.",
-    )
-
-
-# ------------------------------------------------------------------------------------ schemas
-# Every decode.* field except batch_size (the server batches) is a request option with the same
-# type, bounds and description; left out, the run's own decode setting applies.
-_SERVER_OWNED = {"batch_size"}
-
-
-def _optional(info: FieldInfo) -> tuple[Any, FieldInfo]:
-    field = FieldInfo.merge_field_infos(info, default=None)
-    return info.annotation | None, field
-
-
-TranslateRequest = create_model(
-    "TranslateRequest",
-    __config__=ConfigDict(extra="forbid"),
-    __doc__="Texts to translate, and any decoding option (the run's decode section otherwise).",
-    texts=(
-        list[Annotated[str, StringConstraints(min_length=1)]],
-        Field(
-            min_length=1,
-            description="The texts, one sentence each (at most --max-texts texts of at most "
-            "--max-chars characters; no line breaks or control characters).",
-            examples=[["Two dogs run."]],
-        ),
-    ),
-    model=(
-        str | None,
-        Field(None, description="Name of a served model (GET /v1/models); default: the first."),
-    ),
-    attention=(
-        bool,
-        Field(
-            False,
-            description="Return each hypothesis's attention matrix (output tokens x source "
-            "tokens).",
-        ),
-    ),
-    **{
-        name: _optional(info)
-        for name, info in DecodeConfig.model_fields.items()
-        if name not in _SERVER_OWNED
-    },
-)
-
-
-class Hypothesis(BaseModel):
-    """One decoded output."""
-
-    text: str = Field(description="The output, detokenized.")
-    score: float = Field(description="Sum of the tokens' log-probabilities.")
-    normalized_score: float | None = Field(
-        description="The score the search ranked by (length penalty applied), when it has one."
-    )
-    confidence: float = Field(description="exp(mean token log-probability), in (0, 1].")
-    tokens: list[str] = Field(description="Output tokens (rows of the attention).")
-    token_logprobs: list[float] = Field(description="Log-probability of each output token.")
-    finished: bool = Field(description="False when the output was cut at max_length.")
-    attention: list[list[float]] | None = Field(
-        None,
-        description="Attention weights, one row per output token, one column per source token "
-        "(present when the request asked for attention and the model has it).",
-    )
-
-
-class Result(BaseModel):
-    """The hypotheses of one input text."""
-
-    source: str = Field(description="The input text.")
-    source_tokens: list[str] = Field(description="Source tokens (columns of the attention).")
-    text: str = Field(description="The best hypothesis ('' when abstained).")
-    abstained: bool = Field(description="The best confidence was under abstain_below.")
-    unknown: int = Field(description="Source tokens outside the vocabulary (read as <unk>).")
-    hypotheses: list[Hypothesis] = Field(description="The n-best, best first.")
-
-
-class TranslateResponse(BaseModel):
-    """Per input text, in order, its hypotheses."""
-
-    model: str = Field(description="The model that decoded.")
-    results: list[Result]
-    elapsed_ms: float = Field(description="Time in the server, queue wait included.")
-
-
-class ModelInfo(BaseModel):
-    """A served model."""
-
-    name: str
-    checkpoint: str = Field(description="The file it was loaded from.")
-    attention: str = Field(description="model.attention of the run.")
-    encoder: str
-    decoder: str
-    tokenizer: str
-    source_vocab_size: int
-    target_vocab_size: int
-    reverse_source: bool
-    parameters: int
-    decode: dict[str, Any] = Field(description="The run's decode settings (request defaults).")
-    batches: int = Field(description="Batches decoded since start.")
-    requests: int = Field(description="Requests decoded since start.")
-
-
-class ModelList(BaseModel):
-    models: list[ModelInfo]
-    default: str = Field(description="The model used when a request names none.")
-
-
-class Health(BaseModel):
-    status: Literal["ok"] = "ok"
-
-
-class Ready(BaseModel):
-    ready: bool
-    models: list[str]
-
-
-class ErrorResponse(BaseModel):
-    """Every 4xx: one message that names the field and what was expected."""
-
-    detail: str = Field(description="What was wrong and what was expected.")
-    field: str | None = Field(None, description="The request field at fault, e.g. texts[2].")
-
-
 class ApiError(Exception):
+    """A refused request: its HTTP status and the :class:`ErrorResponse` it is answered with."""
+
     def __init__(self, status: int, detail: str, field: str | None = None):
         super().__init__(detail)
         self.status, self.detail, self.field = status, detail, field
 
 
 # ---------------------------------------------------------------------------- served models
+def _decoder(translator: Translator):
+    """The batcher's decode function: ``translator.translate`` with a request's options."""
+
+    def decode(texts: list[str], options: DecodeConfig) -> list[Translation]:
+        with warnings.catch_warnings():  # unknown characters are reported per result instead
+            warnings.simplefilter("ignore")
+            return translator.translate(texts, **options.model_dump())
+
+    return decode
+
+
 @dataclass
 class Served:
     """A loaded model and the batcher in front of it."""
@@ -220,7 +86,20 @@ class Served:
     translator: Translator
     batcher: DynamicBatcher[Translation]
 
+    @classmethod
+    def create(cls, name: str, translator: Translator, config: ServeConfig) -> Served:
+        """``translator`` behind a new batcher with the server's batching settings."""
+        batcher = DynamicBatcher(
+            _decoder(translator),
+            max_batch_size=config.max_batch_size,
+            max_wait_ms=config.max_wait_ms,
+            max_queue=config.max_queue,
+            enabled=config.batching,
+        )
+        return cls(name, translator, batcher)
+
     def info(self) -> ModelInfo:
+        """What ``GET /v1/models`` says about this model."""
         t, cfg = self.translator, self.translator.config
         enc, dec = cfg.model.encoder, cfg.model.decoder
         return ModelInfo(
@@ -241,15 +120,6 @@ class Served:
             batches=self.batcher.stats.batches,
             requests=self.batcher.stats.requests,
         )
-
-
-def _decoder(translator: Translator):
-    def decode(texts: list[str], options: DecodeConfig) -> list[Translation]:
-        with warnings.catch_warnings():  # unknown characters are reported per result instead
-            warnings.simplefilter("ignore")
-            return translator.translate(texts, **options.model_dump())
-
-    return decode
 
 
 # ------------------------------------------------------------------------------------- checks
@@ -275,7 +145,7 @@ def decode_options(request: BaseModel, translator: Translator, limits: ServeConf
     asked = {
         name: getattr(request, name)
         for name in DecodeConfig.model_fields
-        if name not in _SERVER_OWNED and getattr(request, name) is not None
+        if name not in SERVER_OWNED and getattr(request, name) is not None
     }
     try:
         options = DecodeConfig.model_validate({**translator.config.decode.model_dump(), **asked})
@@ -313,6 +183,7 @@ def decode_options(request: BaseModel, translator: Translator, limits: ServeConf
 
 
 def _result(t: Translation, with_attention: bool) -> Result:
+    """One input's :class:`Result`, with the attention matrices when ``with_attention``."""
     return Result(
         source=t.source,
         source_tokens=t.source_tokens,
@@ -320,7 +191,7 @@ def _result(t: Translation, with_attention: bool) -> Result:
         abstained=t.abstained,
         unknown=t.unknown,
         hypotheses=[
-            Hypothesis(
+            HypothesisOut(
                 text=c.text,
                 score=c.score,
                 normalized_score=c.normalized_score,
@@ -384,6 +255,7 @@ class BodyLimit:
 
 
 async def _send_error(send, status: int, detail: str) -> None:
+    """Answer a raw ASGI request with an :class:`ErrorResponse` for the ``body`` field."""
     body = ErrorResponse(detail=detail, field="body").model_dump_json().encode()
     await send(
         {
@@ -399,6 +271,8 @@ async def _send_error(send, status: int, detail: str) -> None:
 
 
 def _field_of(loc: tuple) -> str:
+    """A validation error's location as a request field name: ``("body", "texts", 2)`` ->
+    ``texts[2]``."""
     parts = [str(p) for p in loc if p != "body"]
     out = ""
     for p in parts:
@@ -406,6 +280,74 @@ def _field_of(loc: tuple) -> str:
     return out or "body"
 
 
+def _short(value: Any) -> str:
+    """``repr(value)``, cut to 60 characters for an error message."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# ------------------------------------------------------------------------------ error handlers
+async def api_error(request: Request, err: ApiError) -> JSONResponse:
+    """A refused request (:class:`ApiError`): its status and its :class:`ErrorResponse`."""
+    return JSONResponse(
+        ErrorResponse(detail=err.detail, field=err.field).model_dump(), status_code=err.status
+    )
+
+
+async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+    """Unknown paths and wrong methods: the same error shape as every other 4xx."""
+    return JSONResponse(
+        ErrorResponse(detail=str(err.detail), field=None).model_dump(),
+        status_code=err.status_code,
+        headers=getattr(err, "headers", None),
+    )
+
+
+async def invalid_request(request: Request, err: RequestValidationError) -> JSONResponse:
+    """A body that is not JSON or does not fit the schema: 422 naming the first field at fault."""
+    problems = err.errors()
+    first = problems[0]
+    if first.get("type") == "json_invalid":
+        error = ErrorResponse(detail=_invalid_json(first), field="body")
+    else:
+        error = ErrorResponse(
+            detail=_describe_problems(problems), field=_field_of(tuple(first.get("loc", ())))
+        )
+    return JSONResponse(error.model_dump(), 422)
+
+
+def _invalid_json(problem: dict[str, Any]) -> str:
+    """The message for a body that is not JSON: where it broke, and what was expected."""
+    where = problem["loc"][-1] if len(problem.get("loc", ())) > 1 else "?"
+    reason = (problem.get("ctx") or {}).get("error", "not JSON")
+    return (
+        f"body: invalid JSON at character {where} ({reason}); expected an object like "
+        '{"texts": ["a sentence"]}'
+    )
+
+
+def _describe_problems(problems: Sequence[dict[str, Any]]) -> str:
+    """The first three validation problems, ``field: message (got value)``, then how many more."""
+    detail = "; ".join(
+        f"{_field_of(tuple(p.get('loc', ())))}: {p.get('msg', 'invalid')}"
+        + (f" (got {_short(p['input'])})" if "input" in p and p.get("type") != "missing" else "")
+        for p in problems[:3]
+    )
+    if len(problems) > 3:
+        detail += f"; and {len(problems) - 3} more"
+    return detail
+
+
+# ---------------------------------------------------------------------------------- the routes
+# The route handlers carry comments, not docstrings: FastAPI would publish a docstring as the
+# operation's description in the OpenAPI schema. They reach the served models through
+# request.app.state, which create_app fills: served (name -> Served), default (a name), config.
+router = APIRouter()
+
+WEB = importlib.resources.files("jumok") / "resources" / "web"
+STATIC_TYPES = {"app.js": "text/javascript", "style.css": "text/css"}
+
+# The 4xx answers of POST /v1/translate, as the OpenAPI schema lists them.
 ERRORS = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in {
@@ -418,43 +360,136 @@ ERRORS = {
 }
 
 
-def create_app(models: Mapping[str, Translator], config: ServeConfig | None = None):
-    """The FastAPI app serving ``models`` (name -> loaded translator), first one the default."""
-    # fastapi is imported here so that `jumok --help` and the schemas above stay light.
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import FileResponse, JSONResponse
-    from fastapi_offline import FastAPIOffline
-    from starlette.exceptions import HTTPException as StarletteHTTPException
+# Alive: answers as soon as the process does.
+@router.get("/health", response_model=Health, summary="The process is alive")
+async def health() -> Health:
+    return Health()
 
+
+# Ready: every model's batcher runs (503 until then, and after shutdown begins).
+@router.get(
+    "/ready",
+    response_model=Ready,
+    responses={503: {"model": Ready, "description": "not ready"}},
+    summary="Models are loaded and their batchers run",
+)
+async def ready(request: Request):
+    served = request.app.state.served
+    running = [name for name, s in served.items() if s.batcher.running]
+    body = Ready(ready=len(running) == len(served), models=running)
+    return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
+
+
+# The served models, their settings and how much each has decoded.
+@router.get("/v1/models", response_model=ModelList, summary="The served models")
+async def list_models(request: Request) -> ModelList:
+    state = request.app.state
+    return ModelList(models=[s.info() for s in state.served.values()], default=state.default)
+
+
+# Check the request against the server's limits, decode it in a batch, and answer per text.
+@router.post(
+    "/v1/translate",
+    response_model=TranslateResponse,
+    responses=ERRORS,
+    summary="Translate texts; n-best, scores and attention",
+)
+async def translate(
+    body: TranslateRequest,  # type: ignore[valid-type]
+    request: Request,
+) -> TranslateResponse:
+    started = time.perf_counter()
+    state = request.app.state
+    name = body.model or state.default
+    served = _served_model(state.served, name)
+    _check_texts(body.texts, served.translator, state.config)
+    options = decode_options(body, served.translator, state.config)
+    found = await _decode(served, body.texts, options, state.config)
+    return TranslateResponse(
+        model=name,
+        results=[_result(t, body.attention) for t in found],
+        elapsed_ms=(time.perf_counter() - started) * 1000,
+    )
+
+
+def _served_model(served: Mapping[str, Served], name: str) -> Served:
+    """The model a request names; 404 for a name that is not served."""
+    if name not in served:
+        raise ApiError(
+            404, f"model: unknown model {name!r}; expected one of {', '.join(served)}", "model"
+        )
+    return served[name]
+
+
+def _check_texts(texts: list[str], translator: Translator, limits: ServeConfig) -> None:
+    """Refuse an empty list, more than --max-texts texts, or a text that is not one sentence."""
+    if not texts:
+        raise ApiError(422, "texts: the list is empty; expected at least one text", "texts")
+    if len(texts) > limits.max_texts:
+        raise ApiError(
+            413,
+            f"texts: {len(texts)} texts; this server takes at most "
+            f"{limits.max_texts} per request (--max-texts)",
+            "texts",
+        )
+    for i, text in enumerate(texts):
+        check_text(i, text, limits, translator)
+
+
+async def _decode(
+    served: Served, texts: list[str], options: DecodeConfig, limits: ServeConfig
+) -> list[Translation]:
+    """Decode ``texts`` through the model's batcher: 429 when its queue is full, 408 past
+    --max-decode-seconds, 422 when the decoding refuses the input."""
+    try:
+        return await asyncio.wait_for(
+            served.batcher.submit(texts, options), limits.max_decode_seconds
+        )
+    except QueueFull as err:
+        raise ApiError(429, f"texts: the server is busy ({err}); retry later", "texts") from None
+    except TimeoutError:
+        raise ApiError(
+            408,
+            f"texts: decoding took longer than {limits.max_decode_seconds:g} s "
+            "(--max-decode-seconds); send fewer or shorter texts or a smaller beam",
+            "texts",
+        ) from None
+    except (DataError, ConfigError) as err:
+        raise ApiError(422, str(err), "texts") from None
+
+
+# The web page: index.html and its own two files, never a path taken from a request.
+@router.get("/", include_in_schema=False)
+async def page():
+    return FileResponse(str(WEB / "index.html"), media_type="text/html")
+
+
+@router.get("/static/{name}", include_in_schema=False)
+async def static(name: str):
+    if name not in STATIC_TYPES:
+        raise ApiError(404, f"static: no file {name!r}", "name")
+    return FileResponse(str(WEB / name), media_type=STATIC_TYPES[name])
+
+
+# ------------------------------------------------------------------------------------ the app
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    """Start every model's batcher before the first request, and stop them at shutdown."""
+    served = app.state.served
+    for s in served.values():
+        s.batcher.start()
+    yield
+    for s in served.values():
+        await s.batcher.stop()
+
+
+def create_app(models: Mapping[str, Translator], config: ServeConfig | None = None) -> FastAPI:
+    """The FastAPI app serving ``models`` (name -> loaded translator), first one the default."""
     import jumok
 
     config = config or ServeConfig()
     if not models:
         raise RunDirError("serve: no model given")
-    served = {
-        name: Served(
-            name,
-            translator,
-            DynamicBatcher(
-                _decoder(translator),
-                max_batch_size=config.max_batch_size,
-                max_wait_ms=config.max_wait_ms,
-                max_queue=config.max_queue,
-                enabled=config.batching,
-            ),
-        )
-        for name, translator in models.items()
-    }
-    default = next(iter(served))
-
-    @asynccontextmanager
-    async def lifespan(app):
-        for s in served.values():
-            s.batcher.start()
-        yield
-        for s in served.values():
-            await s.batcher.stop()
-
     # FastAPIOffline: FastAPI whose /docs and /redoc pages load Swagger UI and ReDoc from files
     # installed with it, not from a CDN (this machine, and many servers, cannot reach one).
     app = FastAPIOffline(
@@ -464,137 +499,15 @@ def create_app(models: Mapping[str, Translator], config: ServeConfig | None = No
         "model attends to. Every 4xx body is an ErrorResponse naming the field.",
         lifespan=lifespan,
     )
-    app.state.served = served
+    app.state.served = {name: Served.create(name, t, config) for name, t in models.items()}
+    app.state.default = next(iter(models))
     app.state.config = config
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
-
-    @app.exception_handler(ApiError)
-    async def api_error(request, err: ApiError):
-        return JSONResponse(
-            ErrorResponse(detail=err.detail, field=err.field).model_dump(), status_code=err.status
-        )
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request, err):  # unknown paths, wrong methods: the same error shape
-        return JSONResponse(
-            ErrorResponse(detail=str(err.detail), field=None).model_dump(),
-            status_code=err.status_code,
-            headers=getattr(err, "headers", None),
-        )
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request, err):
-        problems = err.errors()
-        first = problems[0]
-        if first.get("type") == "json_invalid":
-            where = first["loc"][-1] if len(first.get("loc", ())) > 1 else "?"
-            reason = (first.get("ctx") or {}).get("error", "not JSON")
-            detail = (
-                f"body: invalid JSON at character {where} ({reason}); expected an object like "
-                '{"texts": ["a sentence"]}'
-            )
-            return JSONResponse(ErrorResponse(detail=detail, field="body").model_dump(), 422)
-        field = _field_of(tuple(first.get("loc", ())))
-        detail = "; ".join(
-            f"{_field_of(tuple(p.get('loc', ())))}: {p.get('msg', 'invalid')}"
-            + (
-                f" (got {_short(p['input'])})"
-                if "input" in p and p.get("type") != "missing"
-                else ""
-            )
-            for p in problems[:3]
-        )
-        if len(problems) > 3:
-            detail += f"; and {len(problems) - 3} more"
-        return JSONResponse(ErrorResponse(detail=detail, field=field).model_dump(), 422)
-
-    @app.get("/health", response_model=Health, summary="The process is alive")
-    async def health() -> Health:
-        return Health()
-
-    @app.get(
-        "/ready",
-        response_model=Ready,
-        responses={503: {"model": Ready, "description": "not ready"}},
-        summary="Models are loaded and their batchers run",
-    )
-    async def ready():
-        running = [name for name, s in served.items() if s.batcher.running]
-        body = Ready(ready=len(running) == len(served), models=running)
-        return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
-
-    @app.get("/v1/models", response_model=ModelList, summary="The served models")
-    async def list_models() -> ModelList:
-        return ModelList(models=[s.info() for s in served.values()], default=default)
-
-    @app.post(
-        "/v1/translate",
-        response_model=TranslateResponse,
-        responses=ERRORS,
-        summary="Translate texts; n-best, scores and attention",
-    )
-    async def translate(request: TranslateRequest) -> TranslateResponse:  # type: ignore[valid-type]
-        started = time.perf_counter()
-        name = request.model or default
-        if name not in served:
-            raise ApiError(
-                404, f"model: unknown model {name!r}; expected one of {', '.join(served)}", "model"
-            )
-        s = served[name]
-        if not request.texts:
-            raise ApiError(422, "texts: the list is empty; expected at least one text", "texts")
-        if len(request.texts) > config.max_texts:
-            raise ApiError(
-                413,
-                f"texts: {len(request.texts)} texts; this server takes at most "
-                f"{config.max_texts} per request (--max-texts)",
-                "texts",
-            )
-        for i, text in enumerate(request.texts):
-            check_text(i, text, config, s.translator)
-        options = decode_options(request, s.translator, config)
-        try:
-            found = await asyncio.wait_for(
-                s.batcher.submit(request.texts, options), config.max_decode_seconds
-            )
-        except QueueFull as err:
-            raise ApiError(
-                429, f"texts: the server is busy ({err}); retry later", "texts"
-            ) from None
-        except TimeoutError:
-            raise ApiError(
-                408,
-                f"texts: decoding took longer than {config.max_decode_seconds:g} s "
-                "(--max-decode-seconds); send fewer or shorter texts or a smaller beam",
-                "texts",
-            ) from None
-        except (DataError, ConfigError) as err:
-            raise ApiError(422, str(err), "texts") from None
-        return TranslateResponse(
-            model=name,
-            results=[_result(t, request.attention) for t in found],
-            elapsed_ms=(time.perf_counter() - started) * 1000,
-        )
-
-    web = importlib.resources.files("jumok") / "resources" / "web"
-
-    @app.get("/", include_in_schema=False)
-    async def page():
-        return FileResponse(str(web / "index.html"), media_type="text/html")
-
-    @app.get("/static/{name}", include_in_schema=False)
-    async def static(name: str):
-        types = {"app.js": "text/javascript", "style.css": "text/css"}
-        if name not in types:  # only the page's own two files: no path from a request
-            raise ApiError(404, f"static: no file {name!r}", "name")
-        return FileResponse(str(web / name), media_type=types[name])
-
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    app.include_router(router)
     return app
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 # ---------------------------------------------------------------------------------- start-up

@@ -1,0 +1,188 @@
+"""The typed shapes of ``jumok serve``: its start-up options and every request and response body.
+
+Pydantic models only (no FastAPI, no torch), so that the command line can build the ``serve``
+flags from :class:`ServeConfig` without loading the server. The request schema is built from
+:class:`jumok.config.DecodeConfig`, so a decoding option cannot drift from the config;
+``docs/api.md`` is generated from these models (``python -m jumok.app.docgen``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
+from pydantic.fields import FieldInfo
+
+from jumok.config import DecodeConfig
+
+
+class ServeConfig(BaseModel):
+    """How ``jumok serve`` listens, batches and limits requests (one flag per field)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = Field(
+        "127.0.0.1",
+        description="Address to bind. The default answers only this machine; use 0.0.0.0 to "
+        "listen on every interface (put a proxy with authentication in front).",
+    )
+    port: int = Field(8000, ge=0, le=65535, description="TCP port (0 = any free port).")
+    batching: bool = Field(
+        True,
+        description="Decode requests that arrive within --max-wait-ms of each other as one "
+        "batch (--no-batching decodes each request alone).",
+    )
+    max_batch_size: int = Field(64, ge=1, description="Most texts in one dynamic batch.")
+    max_wait_ms: float = Field(
+        5.0, ge=0, description="How long the first request of a batch waits for others (ms)."
+    )
+    max_queue: int = Field(
+        4096, ge=1, description="Most texts waiting to be decoded; beyond it requests get 429."
+    )
+    max_texts: int = Field(64, ge=1, description="Most texts in one request (413 beyond).")
+    max_chars: int = Field(1000, ge=1, description="Most characters in one text (413 beyond).")
+    max_body_bytes: int = Field(
+        1_000_000, ge=1, description="Largest request body in bytes (413 beyond)."
+    )
+    max_beam: int = Field(16, ge=1, description="Largest beam (and n-best) a request may ask.")
+    max_output_tokens: int = Field(
+        400, ge=1, description="Largest max_length a request may ask (output tokens)."
+    )
+    max_decode_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="A request whose decoding (queue wait included) takes longer gets 408.",
+    )
+
+
+# ---------------------------------------------------------------------------------- requests
+# Every decode.* field except batch_size (the server batches) is a request option with the same
+# type, bounds and description; left out, the run's own decode setting applies.
+SERVER_OWNED = {"batch_size"}
+
+
+def _optional(info: FieldInfo) -> tuple[Any, FieldInfo]:
+    """A config field as a request field: same type, bounds and description, default None."""
+    field = FieldInfo.merge_field_infos(info, default=None)
+    return info.annotation | None, field
+
+
+TranslateRequest = create_model(
+    "TranslateRequest",
+    __config__=ConfigDict(extra="forbid"),
+    __doc__="Texts to translate, and any decoding option (the run's decode section otherwise).",
+    texts=(
+        list[Annotated[str, StringConstraints(min_length=1)]],
+        Field(
+            min_length=1,
+            description="The texts, one sentence each (at most --max-texts texts of at most "
+            "--max-chars characters; no line breaks or control characters).",
+            examples=[["Two dogs run."]],
+        ),
+    ),
+    model=(
+        str | None,
+        Field(None, description="Name of a served model (GET /v1/models); default: the first."),
+    ),
+    attention=(
+        bool,
+        Field(
+            False,
+            description="Return each hypothesis's attention matrix (output tokens x source "
+            "tokens).",
+        ),
+    ),
+    **{
+        name: _optional(info)
+        for name, info in DecodeConfig.model_fields.items()
+        if name not in SERVER_OWNED
+    },
+)
+
+
+# --------------------------------------------------------------------------------- responses
+# HypothesisOut in Python, so that it is not mistaken for jumok.decoding.hypothesis.Hypothesis;
+# "Hypothesis" in the OpenAPI schema and docs/api.md, as clients have always seen it. (A class
+# statement would name the schema after the class: create_model names it separately.)
+HypothesisOut = create_model(
+    "Hypothesis",
+    __doc__="One decoded output.",
+    text=(str, Field(description="The output, detokenized.")),
+    score=(float, Field(description="Sum of the tokens' log-probabilities.")),
+    normalized_score=(
+        float | None,
+        Field(
+            description="The score the search ranked by (length penalty applied), when it has one."
+        ),
+    ),
+    confidence=(float, Field(description="exp(mean token log-probability), in (0, 1].")),
+    tokens=(list[str], Field(description="Output tokens (rows of the attention).")),
+    token_logprobs=(list[float], Field(description="Log-probability of each output token.")),
+    finished=(bool, Field(description="False when the output was cut at max_length.")),
+    attention=(
+        list[list[float]] | None,
+        Field(
+            None,
+            description="Attention weights, one row per output token, one column per source "
+            "token (present when the request asked for attention and the model has it).",
+        ),
+    ),
+)
+
+
+class Result(BaseModel):
+    """The hypotheses of one input text."""
+
+    source: str = Field(description="The input text.")
+    source_tokens: list[str] = Field(description="Source tokens (columns of the attention).")
+    text: str = Field(description="The best hypothesis ('' when abstained).")
+    abstained: bool = Field(description="The best confidence was under abstain_below.")
+    unknown: int = Field(description="Source tokens outside the vocabulary (read as <unk>).")
+    hypotheses: list[HypothesisOut] = Field(description="The n-best, best first.")
+
+
+class TranslateResponse(BaseModel):
+    """Per input text, in order, its hypotheses."""
+
+    model: str = Field(description="The model that decoded.")
+    results: list[Result]
+    elapsed_ms: float = Field(description="Time in the server, queue wait included.")
+
+
+class ModelInfo(BaseModel):
+    """A served model."""
+
+    name: str
+    checkpoint: str = Field(description="The file it was loaded from.")
+    attention: str = Field(description="model.attention of the run.")
+    encoder: str
+    decoder: str
+    tokenizer: str
+    source_vocab_size: int
+    target_vocab_size: int
+    reverse_source: bool
+    parameters: int
+    decode: dict[str, Any] = Field(description="The run's decode settings (request defaults).")
+    batches: int = Field(description="Batches decoded since start.")
+    requests: int = Field(description="Requests decoded since start.")
+
+
+class ModelList(BaseModel):
+    models: list[ModelInfo]
+    default: str = Field(description="The model used when a request names none.")
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Ready(BaseModel):
+    ready: bool
+    models: list[str]
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx: one message that names the field and what was expected."""
+
+    detail: str = Field(description="What was wrong and what was expected.")
+    field: str | None = Field(None, description="The request field at fault, e.g. texts[2].")
