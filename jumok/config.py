@@ -157,11 +157,11 @@ class DataConfig(_Frozen):
     fill_source_to: int | None = Field(
         None,
         gt=0,
-        description="Book compatibility (departure: off by default): append eos tokens to every "
-        "shorter source up to this many tokens, so the encoder reads filler as it reads the "
-        "spaces of the book's fixed-width date.txt and addition.txt (after reverse_source, "
-        "before the sentence). jumok otherwise masks padding. The book's dot-attention result "
-        "depends on it; see docs/ladder.md. Attention maps leave the filler out.",
+        description="Book compatibility (a departure, off by default; jumok masks padding): "
+        "append eos tokens to every shorter source up to this many tokens, as the spaces of the "
+        "book's fixed-width date.txt and addition.txt (after reverse_source, before the "
+        "sentence). The book's dot-attention result depends on it (docs/ladder.md); attention "
+        "maps leave the filler out.",
     )
     max_source_length: int = Field(
         200,
@@ -283,9 +283,8 @@ class ModelConfig(_Frozen):
 
     type: Literal["seq2seq", "lm"] = Field(
         "seq2seq",
-        description="'seq2seq': the encoder-decoder. 'lm': a language model of the target side "
-        "alone (the decoder from a zero state, no encoder, no attention): the lecture's starting "
-        "point, sentence generation (jumok generate), and the anti-generic reranker of chat "
+        description="'seq2seq' = the encoder-decoder; 'lm' = a language model of the target side "
+        "alone, for sentence generation (jumok generate) and the anti-generic reranking of chat "
         "replies (jumok translate --mmi-lm). With 'lm', model.attention defaults to none, "
         "decoder.init to zero, and the encoder section is unused.",
     )
@@ -302,15 +301,12 @@ class ModelConfig(_Frozen):
     dropout: DropoutConfig = Field(default_factory=DropoutConfig, description="Dropout.")
     init: Literal["lecun", "book", "uniform", "pytorch"] = Field(
         "lecun",
-        description="Initial weights. 'book' = the lecture's code: every weight matrix "
-        "normal(0, 1/fan_in), biases 0, embeddings normal(0, 0.01^2) (used by jumok ladder). "
-        "'lecun' (default) = the same but embeddings normal(0, 1): on the date task it learns "
-        "in one epoch what 'book' needs several for (measured, docs/lecture.md). 'uniform' = "
-        "every parameter, biases and embeddings included, uniform(-init_range, +init_range), as "
-        "OpenNMT-py's param_init: on Multi30k it learns faster than 'lecun' (measured, "
-        "docs/benchmarks.md) and the Multi30k recipe uses it. 'pytorch' = PyTorch's module "
-        "defaults (uniform(+-1/sqrt(H)) RNN weights). Padding embeddings start at zero in all "
-        "but 'pytorch'.",
+        description="Initial weights: 'book' = the lecture's code, used by jumok ladder (weight "
+        "matrices normal(0, 1/fan_in), biases 0, embeddings normal(0, 0.01^2)); 'lecun' = the "
+        "same with embeddings normal(0, 1), which learns the date task in fewer epochs "
+        "(docs/lecture.md); 'uniform' = every parameter uniform(-init_range, +init_range), as "
+        "OpenNMT-py's param_init, used by the Multi30k recipe; 'pytorch' = PyTorch's module "
+        "defaults. Padding embeddings start at zero in all but 'pytorch'.",
     )
     init_range: float = Field(
         0.1,
@@ -506,9 +502,9 @@ class TrainConfig(_Frozen):
     resume_every: int | None = Field(
         None,
         gt=0,
-        description="Also save the resumable state (resume.state) every this many updates. It is "
-        "always saved before the first update, after every validation, at the end of every epoch "
-        "and on SIGINT/SIGTERM; null = only then. See docs/reliability.md.",
+        description="Also save the resumable state (resume.state) every this many updates; null = "
+        "only before the first update, after every validation, at the end of every epoch and on "
+        "SIGINT/SIGTERM (docs/reliability.md).",
     )
     bucketing: bool = Field(
         True,
@@ -523,15 +519,19 @@ class TrainConfig(_Frozen):
     threads: int | None = Field(
         None, gt=0, description="CPU threads for PyTorch; null = PyTorch's default."
     )
+    fast: bool = Field(
+        True,
+        description="Use jumok's speed layer (jumok/fast/: the same maths, faster on a CPU); "
+        "false runs the plain version of every trick, as does JUMOK_FAST=0 in the environment.",
+    )
     kernel_cache: int | None = Field(
         None,
         gt=0,
         description="Compiled oneDNN kernels kept on a CPU (ONEDNN_PRIMITIVE_CACHE_CAPACITY, one "
-        "kernel per product or LSTM shape); null = the environment's value, else jumok's 32. A "
-        "small model whose batches vary in length trains faster with more (the date model: 256, "
-        "~10 % of an update went to compiling kernels again at 32); a large one uses much more "
-        "memory with more (Task B: +~270 MB peak at 256). Applied when training starts, so it "
-        "takes effect only if the process has not yet run a oneDNN kernel (as in `jumok train`).",
+        "per product or LSTM shape); null = the environment's value, else jumok's 32. More "
+        "speeds up a small model whose batches vary in length and costs memory with a large "
+        "output layer (docs/performance.md); it takes effect only in a process that has not yet "
+        "run a oneDNN kernel, as in `jumok train`.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "cpu", description="Where to train; 'auto' picks CUDA when available."
@@ -575,13 +575,12 @@ class DecodeConfig(_Frozen):
     )
     stopping: Literal["exact", "current", "first"] = Field(
         "current",
-        description="When beam search stops a sentence (once it has decode.n_best finished "
-        "hypotheses): current = when the best live one, scored as if it ended at the next "
-        "step, is below them (Hugging Face's rule); exact = when no live hypothesis can end "
-        "above them at any length (the result then equals searching to max_length, at about "
-        "twice the time on Multi30k); first = when a step's best continuation is an end "
-        "(OpenNMT-py's and JoeyNMT's rule). On Multi30k test2016, beam 5: the same BLEU for "
-        "current and exact, 0.2 less for first (docs/decoding.md).",
+        description="When beam search stops a sentence once it has decode.n_best finished "
+        "hypotheses: current = when the best live one, scored as if it ended at the next step, "
+        "is below them (Hugging Face's rule); exact = when no live hypothesis can end above them "
+        "at any length (the result of searching to max_length, and slower); first = when a "
+        "step's best continuation is an end (OpenNMT-py's and JoeyNMT's rule). See "
+        "docs/decoding.md.",
     )
     min_length: int = Field(
         0, ge=0, description="eos is not allowed before this many output tokens."
@@ -630,9 +629,8 @@ class DecodeConfig(_Frozen):
     precision: Literal["fp32", "bf16"] = Field(
         "fp32",
         description="Arithmetic of decoding: bf16 runs the matrix products under bfloat16 "
-        "autocast (weights stay float32; on a CPU the dot-product attentions' small products "
-        "stay float32, being faster so). On Multi30k test2016 on this CPU it decodes 1.3x "
-        "(greedy) to 1.7x (beam 5) as fast as float32 at the same BLEU (docs/decoding.md).",
+        "autocast (the checkpoint's weights stay float32; on a CPU the dot-product attentions' "
+        "small products stay float32, being faster so). Speed and BLEU: docs/performance.md.",
     )
     quantize: Literal["none", "int8"] = Field(
         "none",

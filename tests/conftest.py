@@ -89,3 +89,12 @@ class ServeProcess:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=20)
+
+
+@pytest.fixture(params=["fast", "plain"])
+def fast_layer(request, monkeypatch):
+    """Run a test twice: with jumok.fast on, and with it off (``JUMOK_FAST=0``: every model the
+    test builds runs the plain version of each trick). Model test modules opt in with
+    ``pytestmark = pytest.mark.usefixtures("fast_layer")``."""
+    monkeypatch.setenv("JUMOK_FAST", "1" if request.param == "fast" else "0")
+    return request.param == "fast"

@@ -112,7 +112,8 @@ def test_shape_errors_name_expected_and_actual():
 def test_step_attention_gives_the_modules_outputs_and_gradients(kind):
     # a training loop's attention (one query per step, the keys' and values' gradients summed
     # once at the end) against the module's own forward, step by step under autograd
-    from jumok.model.attention import StepAttention, step_attention
+    from jumok.fast.step_attention import StepAttention
+    from jumok.model.attention import dot_product_scale, step_attention
 
     torch.manual_seed(3)
     B, S, T, H = 3, 6, 5, 4
@@ -127,7 +128,8 @@ def test_step_attention_gives_the_modules_outputs_and_gradients(kind):
         hs = hs0.clone().requires_grad_()
         queries = queries0.clone().requires_grad_()
         keys = module.prepare_keys(hs)
-        attend = StepAttention(module, hs, mask_BS, keys) if deferred else None
+        scale = dot_product_scale(module, keys)
+        attend = StepAttention(keys, hs, mask_BS, scale) if deferred else None
         q_B1H, outs = queries[0], []
         for t in range(T):
             context, weights = attend(q_B1H) if attend else module(q_B1H, hs, mask_BS, keys)
@@ -148,7 +150,7 @@ def test_step_attention_gives_the_modules_outputs_and_gradients(kind):
 
 
 def test_step_attention_computes_in_float32_under_bf16_autocast():
-    from jumok.model.attention import StepAttention
+    from jumok.fast.step_attention import StepAttention
 
     torch.manual_seed(4)
     module = build_attention("general", 8, 8)
@@ -159,7 +161,7 @@ def test_step_attention_computes_in_float32_under_bf16_autocast():
         want, _ = module(q_B1H, hs, mask_BS)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         keys = module.prepare_keys(hs)  # bf16 under autocast
-        context, weights = StepAttention(module, hs, mask_BS, keys)(q_B1H)
+        context, weights = StepAttention(keys, hs, mask_BS)(q_B1H)
     assert context.dtype == weights.dtype == torch.float32
     assert (context - want).abs().max() < 0.05
     context.sum().backward()

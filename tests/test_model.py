@@ -14,8 +14,12 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from jumok.config import ModelConfig
 from jumok.data.vocab import EOS_ID
 from jumok.decoding.greedy import greedy
-from jumok.model.encoder import padded_run_applies, reverse_within_length, run_by_length, run_padded
+from jumok.fast.padded_rnn import padded_run_applies, run_padded
+from jumok.model.encoder import reverse_within_length, run_by_length
 from jumok.model.seq2seq import build_model
+
+# every test here runs with jumok.fast on and off (conftest.fast_layer)
+pytestmark = pytest.mark.usefixtures("fast_layer")
 
 
 def test_forward_shapes(tiny_model):

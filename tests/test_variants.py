@@ -22,6 +22,9 @@ ENCODERS = [  # (bidirectional, num_layers, rnn)
     (bi, layers, rnn) for bi in (False, True) for layers in (1, 2) for rnn in ("lstm", "gru")
 ]
 
+# every test here runs with jumok.fast on and off (conftest.fast_layer)
+pytestmark = pytest.mark.usefixtures("fast_layer")
+
 
 def variant(
     attention: str,

@@ -19,7 +19,7 @@ def pack_decoders(model: nn.Module, dtype: torch.dtype) -> int:
     layers were packed."""
     packed = 0
     for module in model.modules():
-        if not isinstance(module, Decoder):
+        if not isinstance(module, Decoder) or not module.fast:  # JUMOK_FAST=0: plain layers
             continue
         for name in ("output", "attentional"):
             layer = getattr(module, name, None)

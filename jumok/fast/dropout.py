@@ -9,10 +9,12 @@ import torch
 from torch import Tensor, nn
 
 
-def dropout_or_identity(p: float) -> nn.Module:
-    """:class:`Dropout` (p), or nothing at all for p = 0 (so the lecture's model draws no random
-    numbers)."""
-    return Dropout(p) if p > 0 else nn.Identity()
+def dropout_or_identity(p: float, fast: bool = True) -> nn.Module:
+    """:class:`Dropout` (p), or ``nn.Dropout`` (p) when the fast layer is off, or nothing at all
+    for p = 0 (so the lecture's model draws no random numbers)."""
+    if p <= 0:
+        return nn.Identity()
+    return Dropout(p) if fast else nn.Dropout(p)
 
 
 class Dropout(nn.Dropout):

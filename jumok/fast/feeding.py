@@ -14,7 +14,7 @@ split by what they read::
     c_t = sigmoid(f) * c_{t-1} + sigmoid(i) * tanh(g)
     h_t = sigmoid(o) * tanh(c_t)
 
-On the Multi30k "Task B" model this alone made a bf16 training update 1.37x faster (2,125 ->
+On the Multi30k model in the peers' settings (bidirectional 2x256 encoder, 512 decoder, input feeding) this alone made a bf16 training update 1.37x faster (2,125 ->
 2,919 target tokens/s on the same 20 real batches, before and after; with the per-loop weight
 gradients of :class:`StepLinear` and the other changes of that commit, ~3,900). Each product is an ``nn.Linear``, so bf16 autocast caches its
 weight casts and int8 dynamic quantization (``decode.quantize``) converts it like any other
@@ -170,10 +170,42 @@ class InputFeedingLSTM(nn.Module):
         a validation would decode with the layer-0 weights of the one before (measured: the
         dev loss of a Multi30k run's second validation moved from 3.03 to 2.91 once this was
         fixed). Training also no longer holds them between validations (65 MB of table on
-        Task B's shared 8k vocabulary).
+        the Multi30k recipe's shared 8k vocabulary).
         """
         self.clear_cache()
         return super().train(mode)
+
+    def plain_step(
+        self, x_BI: Tensor, feed_BF: Tensor, state: LSTMState
+    ) -> tuple[Tensor, LSTMState]:
+        """One step of every layer, the LSTM equations as written: the readable version of
+        :meth:`FedSteps.step` (no fused, packed, joined or deferred products, no token table),
+        which the decoder runs when the fast layer is off.
+
+        Args:
+            x_BI: this step's input (the embedding, and the Peeky summary if any).
+            feed_BF: the attentional vector of the previous step.
+            state: (h_LBH, c_LBH) before the step.
+
+        Returns:
+            h_BH: the top layer's output; the state after the step (cell computed in float32).
+        """
+        h_LBH, c_LBH = state
+        hs, cs = [], []
+        below = x_BI
+        for layer in range(self.num_layers):
+            if layer > 0 and self.layer_dropout is not None:  # between layers, as nn.LSTM
+                below = nn.functional.dropout(below, self.layer_dropout.p, self.training)
+            gates_BG = self.inputs[layer](below) + self.recurrent[layer](h_LBH[layer])
+            if layer == 0:
+                gates_BG = gates_BG + self.feed(feed_BF)
+            i_BH, f_BH, g_BH, o_BH = gates_BG.float().chunk(4, dim=1)  # PyTorch's gate order
+            c_BH = f_BH.sigmoid() * c_LBH[layer].float() + i_BH.sigmoid() * g_BH.tanh()
+            h_BH = o_BH.sigmoid() * c_BH.tanh()
+            hs.append(h_BH)
+            cs.append(c_BH)
+            below = h_BH
+        return hs[-1], (torch.stack(hs), torch.stack(cs))
 
     def start(self, x_BTI: Tensor | None, gates_BTG: Tensor | None = None) -> FedSteps:
         """Begin a loop over the T steps of ``x_BTI`` (what every step reads besides the feed);
@@ -323,7 +355,7 @@ class _Weights:
     """A weight (and no bias) in the shape StepLinear reads from an nn.Linear: in training,
     layer 0's ``[W_f | W_h]``, so that each step multiplies ``[feed; h]`` once instead of the
     two halves apart and adding (the concatenation's backward splits the weight gradient).
-    Task B model, bf16, in-process A/B of training updates: 0.987 of the time."""
+    Multi30k model, bf16, in-process A/B of training updates: 0.987 of the time."""
 
     def __init__(self, weight: Tensor):
         self.weight, self.bias = weight, None

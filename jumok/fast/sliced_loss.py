@@ -2,7 +2,7 @@
 
 The plain way, ``cross_entropy(output(features).float(), targets)``, keeps several (N, V) tensors
 alive at once: the logits, their float32 copy, the log-softmax, and in the backward pass the
-gradient of each (N target tokens, V the target vocabulary). On the Multi30k "Task B" model a
+gradient of each (N target tokens, V the target vocabulary). On the Multi30k model in the peers' settings a
 batch of 64 long sentences gives N ~ 3,000 rows of V ~ 8,000: ~100 MB per float32 copy, and about
 ten passes of memory traffic over them per update.
 
@@ -36,15 +36,15 @@ import threading
 import torch
 from torch import Tensor, nn
 
-# Most logits per slice (rows x V): 4 Mi float32 entries, 16 MB. On the Task B output layer
+# Most logits per slice (rows x V): 4 Mi float32 entries, 16 MB. On the Multi30k output layer
 # (512 -> 7,794, bf16) slices of 1-2 Mi made the loss slower than the plain way at ~1,100 rows
 # (thinner weight-gradient products); 4 Mi was no slower there and ~1.35x faster than the plain
 # way at 3,000 rows, as was 8 Mi (measured here). Below 32 MB a slice's buffers are reused by
 # glibc rather than mapped afresh, and a softmax over 34 MB took 17x the time of one over 12 MB.
 SLICE_LOGITS = 2**22
 # Most logits per slice when gradients are computed (training), whose buffers are kept
-# (:class:`_Workspace`) and so never mapped afresh: 16 Mi, most Task B batches in one slice.
-# In-process A/B of Task B training updates (bf16, kept buffers): 8 Mi took 0.985 of the time of
+# (:class:`_Workspace`) and so never mapped afresh: 16 Mi, most Multi30k batches in one slice.
+# In-process A/B of Multi30k training updates (bf16, kept buffers): 8 Mi took 0.985 of the time of
 # 4 Mi, and 16 Mi 0.986 of 8 Mi's (fewer float32 additions of weight-gradient products, fewer
 # and larger products). The buffers then hold ~140 MB on that model; they are freed before each
 # validation, whose own slices keep SLICE_LOGITS (the validation is a run's memory peak).
@@ -93,16 +93,16 @@ def output_cross_entropy(
 class StepwiseCrossEntropy:
     """:func:`output_cross_entropy` over a decoder loop's (B, T) targets, computed as the loop
     runs: each step's features are handed to :meth:`add` as soon as the step has made them, and
-    every ``GRAD_SLICE_LOGITS // (B V)`` steps (33 on the Task B model) the output layer and the
+    every ``GRAD_SLICE_LOGITS // (B V)`` steps (33 on the Multi30k model) the output layer and the
     loss of those steps are computed, with their gradients, as one slice; :meth:`total` computes
     the rest and gives the summed loss, differentiable as :func:`output_cross_entropy`'s. (Most
-    Task B batches are shorter than 33 steps: one slice, at the end of the loop.)
+    Multi30k batches are shorter than 33 steps: one slice, at the end of the loop.)
 
     The same numbers, computed in another order: the slices follow the steps (all B rows of
     some steps) rather than the rows of the (B, T) batch, and no (B T, F) copy of the real rows
-    is gathered first or its gradient scattered back at the end. Task B training updates took
+    is gathered first or its gradient scattered back at the end. Multi30k training updates took
     0.97 of the time of :func:`output_cross_entropy` after the loop, with slices of 8 steps
-    (in-process A/B, docs/benchmarks.md); the same step-wise slices computed after the loop
+    (in-process A/B, benchmarks/HISTORY.md); the same step-wise slices computed after the loop
     instead of during it gave nearly the same gain.
     """
 
@@ -282,7 +282,7 @@ class _Workspace:
     """The buffers one slice of :func:`_loss` writes, kept from slice to slice and from update
     to update: the logits z and their gradient g (K x V, in the products' dtype), the softmax p
     (K x V, float32) and the weight-gradient product (V x F). Fresh tensors of these sizes
-    (8-16 MB each on the Task B model) were handed back to the system when freed and faulted
+    (8-16 MB each on the Multi30k model) were handed back to the system when freed and faulted
     in again page by page when next allocated: three slices of 512 rows took 134 against 112 ms
     with the buffers kept (measured here). Kept, the slices can also be larger
     (``GRAD_SLICE_LOGITS``): ~140 MB on that model. The weight gradient itself is a new tensor
@@ -322,7 +322,7 @@ def _workspace(rows: int, w_VF: Tensor) -> _Workspace:
 
 def _weight_copy(weight_VF: Tensor, dtype: torch.dtype) -> Tensor:
     """``weight_VF`` in ``dtype``: itself when it has it, else a copy written into a buffer this
-    thread keeps until :func:`release_workspaces` (a fresh 8 MB bf16 copy of the Task B output
+    thread keeps until :func:`release_workspaces` (a fresh 8 MB bf16 copy of the Multi30k output
     layer was faulted in page by page at every update: 0.8 ms)."""
     if weight_VF.dtype == dtype:
         return weight_VF

@@ -36,7 +36,8 @@ from jumok.config import ModelConfig
 from jumok.data.vocab import PAD_ID
 from jumok.fast.dropout import Dropout, dropout_or_identity, keep_mask
 from jumok.fast.feeding import InputFeedingLSTM, StepLinear, deferred_gradients
-from jumok.model.attention import StepAttention, build_attention, step_attention
+from jumok.fast.step_attention import StepAttention
+from jumok.model.attention import build_attention, dot_product_scale, step_attention
 from jumok.model.encoder import Final, RNNState, make_rnn
 
 
@@ -173,16 +174,20 @@ class Decoder(nn.Module):
     Args:
         vocab_size: target vocabulary size V.
         cfg: the whole ``model`` section (the decoder's sizes depend on the encoder's).
+        fast: use :mod:`jumok.fast`'s tricks (the same maths) where they apply.
     """
 
-    def __init__(self, vocab_size: int, cfg: ModelConfig):
+    def __init__(self, vocab_size: int, cfg: ModelConfig, fast: bool = True):
         super().__init__()
+        # jumok.fast: the stepped LSTM's fused products and token tables, the attention and the
+        # attentional layer with gradients summed once per loop, and the cheaper dropout
+        self.fast = fast
         d = cfg.decoder
         H, E, K = d.hidden_size, d.embedding_size, cfg.encoder.output_size
         self.kind, self.num_layers, self.hidden_size = d.rnn, d.num_layers, H
         self.init, self.peeky, self.input_feeding = d.init, d.peeky, d.input_feeding
         self.embedding = nn.Embedding(vocab_size, E, padding_idx=PAD_ID)
-        self.embedding_dropout = dropout_or_identity(cfg.dropout.embeddings)
+        self.embedding_dropout = dropout_or_identity(cfg.dropout.embeddings, fast)
         rnn_input = E + (K if self.peeky else 0) + (H if self.input_feeding else 0)
         if (
             d.input_feeding and d.rnn == "lstm"
@@ -203,7 +208,7 @@ class Decoder(nn.Module):
         self.attentional = (
             nn.Linear(features, H, bias=False) if d.input_feeding or d.tie_embeddings else None
         )
-        self.attentional_dropout = dropout_or_identity(cfg.dropout.attentional)
+        self.attentional_dropout = dropout_or_identity(cfg.dropout.attentional, fast)
         self.output = nn.Linear(H if self.attentional is not None else features, vocab_size)
         if d.tie_embeddings:
             self.output.weight = self.embedding.weight  # (V, E) with E == H, checked by the config
@@ -293,7 +298,8 @@ class Decoder(nn.Module):
         (:meth:`InputFeedingLSTM.token_gates`): input feeding with jumok's LSTM, no Peeky
         summary, no gradients, evaluation mode."""
         return (
-            self.input_feeding
+            self.fast
+            and self.input_feeding
             and isinstance(self.rnn, InputFeedingLSTM)
             and not (self.peeky or self.training or torch.is_grad_enabled())
         )
@@ -329,23 +335,30 @@ class Decoder(nn.Module):
         rnn_state, feed_BH = state.rnn, state.feed_BH
         outs, weights = [], []
         steps = None
-        if isinstance(self.rnn, InputFeedingLSTM):
+        if self.fast and isinstance(self.rnn, InputFeedingLSTM):
             steps = self.rnn.start(x_BTE)
         attentional = self.attentional
-        if deferred_gradients(attentional.weight):  # one weight gradient for all steps
+        if self.fast and deferred_gradients(attentional.weight):  # one gradient for all steps
             attentional = StepLinear(attentional, x_BTE.device.type)
         attend = None  # training: the keys' and values' gradients once for all steps
-        if torch.is_grad_enabled() and step_attention(self.attention):
+        if self.fast and torch.is_grad_enabled() and step_attention(self.attention):
             if x_BTE.shape[0] == enc.hs_BSH.shape[0]:
-                attend = StepAttention(self.attention, enc.hs_BSH, enc.mask_BS, enc.keys_BSH)
+                keys_BSH = enc.keys_BSH
+                if keys_BSH is None:
+                    keys_BSH = self.attention.prepare_keys(enc.hs_BSH)
+                scale = dot_product_scale(self.attention, keys_BSH)
+                attend = StepAttention(keys_BSH, enc.hs_BSH, enc.mask_BS, scale)
         T, dropout = x_BTE.shape[1], self.attentional_dropout
         # training on a CPU: the dropout masks of all T steps drawn at once (one draw, not T)
         drawn = isinstance(dropout, Dropout) and dropout.training and dropout.p > 0
-        drawn = drawn and x_BTE.device.type == "cpu"
+        drawn = drawn and x_BTE.device.type == "cpu" and self.fast
         masks_TB1H = None
         for t in range(T):
             if steps is not None:
                 h_BH, rnn_state = steps.step(feed_BH, rnn_state)
+                h_B1H = h_BH.unsqueeze(1)
+            elif isinstance(self.rnn, InputFeedingLSTM):  # the same LSTM, equations as written
+                h_BH, rnn_state = self.rnn.plain_step(x_BTE[:, t], feed_BH, rnn_state)
                 h_B1H = h_BH.unsqueeze(1)
             else:  # a GRU: nn.GRU one step at a time
                 x_B1F = torch.cat([x_BTE[:, t : t + 1], feed_BH.unsqueeze(1)], dim=-1)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from jumok.config import ModelConfig
 from jumok.data.vocab import PAD_ID
+from jumok.fast import enabled as fast_enabled
 from jumok.fast.sliced_loss import StepwiseCrossEntropy, output_cross_entropy
 from jumok.model.attention import decode_in_float32
 from jumok.model.decoder import Decoder, DecoderState, Encoded
@@ -26,17 +28,23 @@ class Seq2Seq(nn.Module):
         cfg: ``model`` section of the config.
         src_vocab_size: source vocabulary size.
         tgt_vocab_size: target vocabulary size.
+        fast: use :mod:`jumok.fast` (the same maths, faster on a CPU); False runs the plain
+            version of every trick.
     """
 
-    def __init__(self, cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int):
+    def __init__(
+        self, cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int, fast: bool = True
+    ):
         super().__init__()
         self.is_lm = cfg.type == "lm"
+        self.fast = fast  # jumok.fast's tricks where they apply; the plain maths otherwise
+        d = cfg.dropout
         self.encoder = (
             None
             if self.is_lm
-            else Encoder(src_vocab_size, cfg.encoder, cfg.dropout.embeddings, cfg.dropout.layers)
+            else Encoder(src_vocab_size, cfg.encoder, d.embeddings, d.layers, fast=fast)
         )
-        self.decoder = Decoder(tgt_vocab_size, cfg)
+        self.decoder = Decoder(tgt_vocab_size, cfg, fast=fast)
         if cfg.init == "uniform":
             uniform_init(self, cfg.init_range)
         elif cfg.init != "pytorch":
@@ -63,7 +71,9 @@ class Seq2Seq(nn.Module):
         S = src_BS.shape[1]
         mask_BS = src_len_B.unsqueeze(1) > torch.arange(S, device=src_BS.device).unsqueeze(0)
         keys_BSH = self.decoder.prepare_keys(hs_BSH)
-        if decode_in_float32(self.decoder.attention, hs_BSH):  # bf16 decoding on a CPU
+        if self.fast and decode_in_float32(
+            self.decoder.attention, hs_BSH
+        ):  # bf16 decoding on a CPU
             hs_BSH, keys_BSH = hs_BSH.float(), keys_BSH.float()
         return Encoded(
             hs_BSH=hs_BSH,
@@ -111,6 +121,16 @@ class Seq2Seq(nn.Module):
         made them (:class:`jumok.fast.sliced_loss.StepwiseCrossEntropy`).
         """
         enc = self.encode(src_BS, src_len_B)
+        if not self.fast:  # the plain way: the (B, T, V) logits, then the cross-entropy
+            features_BTF, _, _ = self.decoder.features(tgt_in_BT, enc.state, enc)
+            logits_BTV = self.decoder.output(features_BTF)
+            return F.cross_entropy(
+                logits_BTV.float().reshape(-1, logits_BTV.shape[-1]),
+                tgt_out_BT.reshape(-1),
+                ignore_index=PAD_ID,
+                reduction="sum",
+                label_smoothing=label_smoothing,
+            )
         if self.decoder.input_feeding and torch.is_grad_enabled():  # step by step: the loss too
             stepwise = StepwiseCrossEntropy(
                 self.decoder.output, tgt_out_BT, label_smoothing, ignore_index=PAD_ID
@@ -129,9 +149,15 @@ class Seq2Seq(nn.Module):
         )
 
 
-def build_model(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int) -> Seq2Seq:
-    """Build the model described by ``cfg`` for the given vocabulary sizes."""
-    return Seq2Seq(cfg, src_vocab_size, tgt_vocab_size)
+def build_model(
+    cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int, fast: bool | None = None
+) -> Seq2Seq:
+    """Build the model described by ``cfg`` for the given vocabulary sizes.
+
+    ``fast``: use :mod:`jumok.fast` (None: unless the environment says ``JUMOK_FAST=0``)."""
+    return Seq2Seq(
+        cfg, src_vocab_size, tgt_vocab_size, fast=fast_enabled() if fast is None else fast
+    )
 
 
 @torch.no_grad()
@@ -168,7 +194,7 @@ def uniform_init(model: nn.Module, bound: float) -> None:
 
     OpenNMT-py's ``param_init`` (0.1 in its recipes). Not the lecture's initialisation: in the
     peers' Multi30k setting it reached 35.5 dev BLEU in 20 minutes against 31.0 with ``lecun``
-    (docs/benchmarks.md), so the Multi30k recipe uses it.
+    (examples/multi30k/README.md), so the Multi30k recipe uses it.
     """
     for p in model.parameters():
         p.uniform_(-bound, bound)
