@@ -242,7 +242,7 @@ def streamed_train_pairs(cfg: DataConfig, held_out: set[Pair]) -> Iterator[Pair]
     return (p for p in stream_split(cfg, cfg.train) if p not in held_out)
 
 
-def streamed_batches(
+def streamed_batches(  # noqa: PLR0913 (pyproject.toml: lint exceptions)
     cfg: DataConfig,
     held_out: set[Pair],
     encode: Callable[[list[Pair]], EncodedPairs],
@@ -335,7 +335,7 @@ def encoder_order(ids: list[int], reverse: bool, fill_to: int | None = None) -> 
     return ids[::-1] if reverse else list(ids)
 
 
-def encode_pairs(
+def encode_pairs(  # noqa: PLR0913 (pyproject.toml: lint exceptions)
     pairs: Sequence[Pair],
     src_vocab: Vocab,
     tgt_vocab: Vocab,

@@ -230,7 +230,7 @@ def tokenizer_files(kind: str, joint: bool) -> list[str]:
     return ["spm.model"] if joint else ["spm.source.model", "spm.target.model"]
 
 
-def make_tokenizers(
+def make_tokenizers(  # noqa: PLR0913 (pyproject.toml: lint exceptions)
     kind: str,
     train_pairs: list[tuple[str, str]],
     directory: Path,

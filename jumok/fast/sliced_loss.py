@@ -207,7 +207,7 @@ class _GivenGradients(torch.autograd.Function):
         )
 
 
-def _loss(
+def _loss(  # noqa: C901, PLR0913 (pyproject.toml: lint exceptions)
     x_NF: Tensor,
     weight_VF: Tensor,
     bias_V: Tensor | None,
