@@ -4,6 +4,8 @@ one from the same weights: logits, loss, gradients and greedy output, for every 
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from conftest import SRC_V, TGT_V, random_batch
@@ -71,3 +73,27 @@ def test_the_environment_switches_the_layer_off_for_every_model_built(monkeypatc
     fast = build_model(cfg, SRC_V, TGT_V)
     assert fast.fast and isinstance(fast.decoder.rnn, InputFeedingLSTM)
     assert copies.pack_decoders(fast, torch.float32) > 0
+
+
+def test_train_fast_false_trains_the_plain_model(tmp_path, monkeypatch):
+    from test_train import QUIET, small_config
+
+    from jumok.training import setup
+    from jumok.training.train import train
+
+    built = []
+    real = setup.build_model
+
+    def spy(*args, **kwargs):
+        built.append(real(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(setup, "build_model", spy)
+    monkeypatch.setenv("JUMOK_FAST", "1")
+    cfg = small_config("train.fast=false", "train.max_steps=20", "train.valid_every=20")
+    result = train(cfg, tmp_path / "plain", **QUIET)
+    assert len(built) == 1 and not built[0].fast and not built[0].decoder.fast
+    losses = [r.train_loss for r in result.history]
+    assert losses and all(math.isfinite(x) for x in losses)
+    train(small_config("train.max_steps=1"), tmp_path / "fast", **QUIET)
+    assert built[1].fast  # the default: the fast layer

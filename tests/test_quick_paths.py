@@ -17,6 +17,7 @@ from jumok.data.vocab import UNK, UNK_ID, Vocab, tokenize_chars
 from jumok.fast import sliced_loss as loss_module
 from jumok.model.seq2seq import build_model
 from jumok.training import train as train_module
+from jumok.training import validation
 
 
 def _dev(cfg):
@@ -42,7 +43,7 @@ def test_the_dev_loss_is_the_plain_cross_entropy_in_any_slices(monkeypatch):
             tokens += batch.n_target_tokens
     assert whole.loss == pytest.approx(plain_sum / tokens, rel=1e-5)
     monkeypatch.setattr(loss_module, "SLICE_LOGITS", 1)  # one row per slice
-    monkeypatch.setattr(train_module, "LOSS_POSITIONS", 1)  # one sentence per pass
+    monkeypatch.setattr(validation, "LOSS_POSITIONS", 1)  # one sentence per pass
     sliced = train_module.evaluate(model, data, pairs, detok, cfg, torch.device("cpu"))
     assert sliced.loss == pytest.approx(whole.loss, rel=1e-5)
     assert sliced.hyps == whole.hyps
