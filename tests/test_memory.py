@@ -17,7 +17,9 @@ PROBE = textwrap.dedent(
     """
     import ctypes, sys
     import torch
-    import jumok  # noqa: F401  (caps the kernel caches unless the environment set them)
+    from jumok.fast import runtime
+
+    runtime.configure()  # caps the kernel caches unless the environment set them, as commands do
 
     torch.set_num_threads(1)
     libc = ctypes.CDLL("libc.so.6")

@@ -35,12 +35,22 @@ def pack_decoders(model: nn.Module, dtype: torch.dtype) -> int:
     return packed
 
 
-def float32_copy(model: nn.Module) -> nn.Module:
-    """A float32 decoding copy of ``model`` on a CPU: its modules copied around its parameters
-    and buffers (shared, not copied), in evaluation mode, with the decoders' products packed.
-    The copy follows the model's weights only until they change shape or are replaced; its
-    packed weights are those of the moment it was made."""
+def float32_copy(model: nn.Module, pack: bool = True, token_tables: bool = True) -> nn.Module:
+    """A float32 decoding copy of ``model``: its modules copied around its parameters and
+    buffers (shared, not copied), in evaluation mode, with the decoders' products packed
+    (``pack``, on a CPU). The copy follows the model's weights only until they change shape or
+    are replaced; its packed weights are those of the moment it was made.
+
+    ``token_tables`` False: the copy's input-feeding LSTMs never build a token-gate table
+    (:meth:`jumok.fast.feeding.InputFeedingLSTM.token_gates`), as a training run's validations
+    ask: each would build one anew and hold it on top of training's memory.
+    """
     shared = {id(t): t for t in [*model.parameters(), *model.buffers()]}
     made = copy.deepcopy(model, memo=shared).eval()
-    pack_decoders(made, torch.float32)
+    if pack:
+        pack_decoders(made, torch.float32)
+    if not token_tables:
+        for module in made.modules():
+            if isinstance(module, InputFeedingLSTM):
+                module.token_tables = False  # this copy's own module, not the model's
     return made

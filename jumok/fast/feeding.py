@@ -27,10 +27,7 @@ was an ``nn.LSTM`` (``weight_ih_l0`` ...) load unchanged: their weights are spli
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import math
-from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
@@ -54,6 +51,9 @@ class InputFeedingLSTM(nn.Module):
 
     # Set on float32 decoding copies (jumok.decoding.copies.pack_decoders): pack layer 0's step product.
     pack_step_product = False
+    # Cleared on the decoding copies of a training run's validations (jumok.decoding.copies):
+    # no token-gate table there (it would sit on top of training's memory).
+    token_tables = True
 
     def __init__(
         self,
@@ -143,7 +143,7 @@ class InputFeedingLSTM(nn.Module):
         """
         linear = self.inputs[0]
         V, G = embedding.num_embeddings, linear.out_features
-        if type(linear) is not nn.Linear or V * G > TOKEN_TABLE_LIMIT or not _TABLES.get():
+        if type(linear) is not nn.Linear or V * G > TOKEN_TABLE_LIMIT or not self.token_tables:
             return None
         if embedding.embedding_dim != self.input_size:
             return None
@@ -216,25 +216,6 @@ class InputFeedingLSTM(nn.Module):
 
 # Most entries (V x 4H) of the token-gate table; past it, decoding multiplies at every step.
 TOKEN_TABLE_LIMIT = 64 * 2**20
-
-_TABLES = contextvars.ContextVar("jumok_token_tables", default=True)
-
-
-@contextlib.contextmanager
-def without_token_tables() -> Iterator[None]:
-    """Decode without building token-gate tables (:meth:`InputFeedingLSTM.token_gates`).
-
-    For the validations of a training run: each one would build the table anew (training
-    drops it) and hold it on top of training's memory, 64 MB in float32 on the 7,798-word
-    Multi30k vocabulary, for a decode measured no faster with it (7.1-7.6 s with it, 7.2-7.4 s
-    without, 1,014 dev sentences in 256 slots).
-    """
-    token = _TABLES.set(False)
-    try:
-        yield
-    finally:
-        _TABLES.reset(token)
-
 
 def _compute_dtype(x: Tensor, weight: Tensor) -> torch.dtype:
     """The dtype a product runs in here: autocast's when on, else the weight's."""

@@ -18,7 +18,6 @@ from jumok.data.splits import EncodedPairs, Pair, iterate_batches
 from jumok.decoding import copies
 from jumok.decoding.greedy import greedy_stream
 from jumok.fast import packing, runtime
-from jumok.fast.feeding import without_token_tables
 from jumok.fast.sliced_loss import release_workspaces
 from jumok.model.seq2seq import Seq2Seq
 from jumok.training.metrics import bleu, chrf, exact_match, token_accuracy
@@ -118,14 +117,13 @@ def evaluate(
     # greedy search streams the batches through eval_batch_size slots (jumok.decoding.search), without
     # the decoding-only token tables (they would sit on top of training's memory), on a CPU
     # with the decoder's products packed (jumok.fast.packing: a copy around the same parameters)
-    decoding = copies.float32_copy(model) if packing.available(device) else model
-    with without_token_tables():
-        found = greedy_stream(
-            decoding,
-            [(b.src_BS, b.src_len_B) for b in batches],
-            max_length,
-            cfg.train.eval_batch_size,
-        )
+    decoding = copies.float32_copy(model, pack=packing.available(device), token_tables=False)
+    found = greedy_stream(
+        decoding,
+        [(b.src_BS, b.src_len_B) for b in batches],
+        max_length,
+        cfg.train.eval_batch_size,
+    )
     for batch, hyps_B in zip(batches, found, strict=True):
         for i, hyp in zip(batch.index_B.tolist(), hyps_B, strict=True):
             hyps[i] = detokenize(hyp.token_ids)
