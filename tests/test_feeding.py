@@ -147,10 +147,16 @@ def test_decoding_steps_use_one_fused_product_and_give_the_same_states():
     want = plain.step(feed_BH, state)
     torch.testing.assert_close(got[0], want[0].detach())
     torch.testing.assert_close(got[1][1], want[1][1].detach())
-    with torch.no_grad():  # a changed weight is seen (the cache follows the weights)
+    with torch.no_grad():  # a weight changed in place is seen once the caches are cleared
         fast.feed.weight.add_(1.0)
+        fast.clear_cache()
         changed = fast.start(x_BTI).step(feed_BH, state)
     assert not torch.allclose(changed[0], got[0])
+    with torch.no_grad():  # loading a state dict clears them too
+        fast.start(x_BTI)
+        assert "_fused" in fast.__dict__
+        fast.load_state_dict(fast.state_dict())
+        assert "_fused" not in fast.__dict__
 
 
 @pytest.mark.parametrize("uses", ["both", "h", "c"])

@@ -79,6 +79,7 @@ class InputFeedingLSTM(nn.Module):
             p.fan_in = input_size + feed_size
         self.reset_parameters()
         self._register_load_state_dict_pre_hook(_split_lstm_weights, with_module=True)
+        self.register_load_state_dict_post_hook(lambda module, _keys: module.clear_cache())
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -92,15 +93,15 @@ class InputFeedingLSTM(nn.Module):
     def fused_layer0(self, x: Tensor, with_inputs: bool = True) -> tuple[Tensor, Tensor] | None:
         """Layer 0's weights as one matrix in the dtype the step computes in, and its bias:
         ``[W_x | W_f | W_h]`` (4H, I + F + H), or ``[W_f | W_h]`` without ``with_inputs``
-        (when :meth:`token_gates` gives the inputs' part). Cached until a weight changes; None
+        (when :meth:`token_gates` gives the inputs' part). Cached until :meth:`clear_cache`; None
         when the layers are not plain ``nn.Linear`` (e.g. after int8 quantization)."""
         parts = (self.inputs[0], self.feed, self.recurrent[0])
         if any(type(m) is not nn.Linear for m in parts):
             return None
         weights = [m.weight for m in parts[0 if with_inputs else 1 :]] + [self.inputs[0].bias]
         dtype = _compute_dtype(x, weights[0])
-        key = (dtype, with_inputs, *((w.data_ptr(), w._version) for w in weights))
-        if getattr(self, "_fused_key", None) != key:  # a cache, not state: rebuilt at will
+        key = (dtype, with_inputs, *(w.data_ptr() for w in weights))
+        if getattr(self, "_fused_key", None) != key:  # a cache (see clear_cache)
             self._fused = (torch.cat(weights[:-1], dim=1).to(dtype), weights[-1].to(dtype))
             self._fused_key = key
         return self._fused
@@ -137,7 +138,7 @@ class InputFeedingLSTM(nn.Module):
 
         For decoding when the RNN reads the embedding alone (no Peeky summary, no dropout):
         the product of every vocabulary entry with ``W_x`` is made once, a (V, 4H) table cached
-        until a weight changes, so each step looks up its tokens' rows instead of multiplying
+        until :meth:`clear_cache`, so each step looks up its tokens' rows instead of multiplying
         (a fifth of layer 0's work on the Multi30k model). None when not applicable: a table
         past :data:`TOKEN_TABLE_LIMIT` entries, or layers that are not plain ``nn.Linear``.
         """
@@ -149,7 +150,7 @@ class InputFeedingLSTM(nn.Module):
             return None
         dtype = _compute_dtype(tokens_BT, linear.weight)
         weights = (embedding.weight, linear.weight, linear.bias)
-        key = (dtype, *((w.data_ptr(), w._version) for w in weights))
+        key = (dtype, *(w.data_ptr() for w in weights))
         if getattr(self, "_table_key", None) != key:
             table = torch.nn.functional.linear(
                 embedding.weight.float(), linear.weight.float(), linear.bias.float()
@@ -158,19 +159,21 @@ class InputFeedingLSTM(nn.Module):
         return self._table[tokens_BT]
 
     def clear_cache(self) -> None:
-        """Drop the decoding caches (the token-gate table, the concatenated weights)."""
+        """Drop the decoding caches (the token-gate table, the concatenated weights).
+
+        They are built from the weights of the moment and keyed only on which tensors hold them
+        (a replaced tensor is noticed), not on their values: jumok clears them whenever it
+        changes the weights, at every switch between training and evaluation (so at every
+        validation) and when a state dict is loaded. Code that changes the weights in place
+        itself and then decodes calls this (or ``model.eval()``) first."""
         for name in ("_table", "_table_key", "_fused", "_fused_key", "_packed", "_packed_key"):
             self.__dict__.pop(name, None)
 
     def train(self, mode: bool = True) -> InputFeedingLSTM:
-        """Switching between training and evaluation drops the decoding caches.
-
-        Their keys notice weights changed in place through the tensors' version counters, but
-        PyTorch's fused Adam (jumok's optimizer) updates parameters without bumping them, so
-        a validation would decode with the layer-0 weights of the one before (measured: the
-        dev loss of a Multi30k run's second validation moved from 3.03 to 2.91 once this was
-        fixed). Training also no longer holds them between validations (65 MB of table on
-        the Multi30k recipe's shared 8k vocabulary).
+        """Switching between training and evaluation drops the decoding caches: the optimizer
+        changed the weights in place since the last validation (a cache kept across it once made
+        a validation decode with stale layer-0 weights), and training does not hold them between
+        validations.
         """
         self.clear_cache()
         return super().train(mode)
