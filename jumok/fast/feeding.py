@@ -220,6 +220,7 @@ class InputFeedingLSTM(nn.Module):
 # Most entries (V x 4H) of the token-gate table; past it, decoding multiplies at every step.
 TOKEN_TABLE_LIMIT = 64 * 2**20
 
+
 def _compute_dtype(x: Tensor, weight: Tensor) -> torch.dtype:
     """The dtype a product runs in here: autocast's when on, else the weight's."""
     device = x.device.type
