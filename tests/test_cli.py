@@ -8,12 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_train import QUIET, digest, small_config
+from helpers import QUIET, ROOT, digest, small_config
 
 from jumok.app.cli import main
 from jumok.training.train import train
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -258,3 +256,29 @@ def test_every_command_spells_the_checkpoint_choice_the_same_way(monkeypatch):
     monkeypatch.setattr(serve, "run", lambda models, config, log_level: None)
     assert main(["serve", "run", "--which", "last"]) == 0
     assert seen == {"w": "last"}
+
+
+@pytest.mark.parametrize("command", ["demo", "ladder", "eval"])
+@pytest.mark.parametrize("taken", ["a folder with a file", "a file"])
+def test_every_output_folder_is_refused_when_taken_and_nothing_changes(
+    run_dir, tmp_path, capsys, command, taken
+):
+    # one guard (training.rundir.refuse_nonempty_dir) for every command that writes a folder
+    out = tmp_path / "out"
+    if taken == "a file":
+        out.write_text("mine\n")
+    else:
+        out.mkdir()
+        (out / "notes.txt").write_text("mine\n")
+    src = tmp_path / "src.txt"
+    src.write_text("september 27, 1994\n", encoding="utf-8")
+    argv = {
+        "demo": ["demo", "--out", str(out)],
+        "ladder": ["ladder", "--task", "date", "--quick", "--out", str(out)],
+        "eval": ["eval", str(run_dir), "--src", str(src), "--ref", str(src), "--out", str(out)],
+    }[command]
+    before = digest(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(out) in err and "nothing was changed" in err.lower()
+    assert digest(tmp_path) == before

@@ -119,13 +119,10 @@ def cmd_vocab(args: argparse.Namespace) -> int:
     from jumok.config import load_config
     from jumok.data.splits import load_splits
     from jumok.data.vocabularies import build_vocabularies
-    from jumok.training.train import RUN_MARKERS
+    from jumok.training.rundir import prepare_run_dir
 
     cfg = load_config(args.config, args.overrides)
-    taken = [m for m in RUN_MARKERS if (args.run_dir / m).exists()]
-    if taken:
-        raise DataError(f"{args.run_dir}: already holds a run ({', '.join(taken)}); choose another")
-    args.run_dir.mkdir(parents=True, exist_ok=True)
+    prepare_run_dir(args.run_dir)
     splits = load_splits(cfg.data)
     for note in splits.notes:
         print(note)
@@ -255,21 +252,13 @@ def _print_attention_summary(results: list[Translation]) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     """``jumok eval``: translate --src, score it against --ref and write the report to --out."""
     from jumok.app.evaluation import evaluate_files, format_report, write_report
-    from jumok.errors import RunDirError
+    from jumok.training.rundir import refuse_nonempty_dir
 
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     first = args.run_dir[0] if args.run_dir[0].is_dir() else args.run_dir[0].parent
     out = args.out or first / "evals" / f"{args.src.stem}-{stamp}"
     refuse_same_file(out, "--out", **{"--src": args.src, "--ref": args.ref})
-    if out.exists() and not out.is_dir():
-        raise RunDirError(
-            f"--out {out}: is a file; expected a folder for the report. Nothing was changed; "
-            "choose a new --out"
-        )
-    if out.exists() and any(out.iterdir()):  # before the work, not after
-        raise RunDirError(
-            f"{out}: exists and is not empty; nothing was changed. Choose a new --out"
-        )
+    refuse_nonempty_dir(out)  # before the work, not after
     options = {
         "max_length": args.max_length,
         "batch_size": args.batch_size,

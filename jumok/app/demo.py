@@ -20,8 +20,8 @@ from pathlib import Path
 
 from jumok.config import Config, apply_overrides, parse_yaml, validate
 from jumok.decoding.translator import Translation, load
-from jumok.errors import RunDirError
 from jumok.training.metrics import exact_match
+from jumok.training.rundir import refuse_nonempty_dir
 from jumok.training.train import EpochRecord, TrainResult, train
 
 # Inputs in every format of the book's date.txt, shown after training.
@@ -67,10 +67,7 @@ def run_demo(
     """Train, evaluate, draw and report; returns the output directory."""
     started = time.perf_counter()
     out = out or default_out_dir()
-    if out.exists() and any(out.iterdir()):
-        raise RunDirError(
-            f"{out}: exists and is not empty; nothing was changed. Choose a new --out"
-        )
+    refuse_nonempty_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = demo_config(overrides)
     log(f"jumok demo: training the lecture's attention model on generated dates -> {out}/")

@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 from jumok.checkpoint import atomic_write_text
 from jumok.data.readers import read_lines
 from jumok.decoding.translator import Reranker, load, resolve_checkpoint
-from jumok.errors import DataError, RunDirError
+from jumok.errors import DataError
 from jumok.training import metrics
+from jumok.training.rundir import refuse_nonempty_dir
 
 if TYPE_CHECKING:
     from jumok.data.tokenizers import Tokenizer
@@ -216,10 +217,7 @@ def format_report(report: dict[str, Any]) -> str:
 
 def write_report(out: Path, report: dict[str, Any], outputs: list[str]) -> None:
     """report.json, report.md and hypotheses.txt in ``out`` (which must not hold a report)."""
-    if out.exists() and any(out.iterdir()):
-        raise RunDirError(
-            f"{out}: exists and is not empty; nothing was changed. Choose a new --out"
-        )
+    refuse_nonempty_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "report.json", json.dumps(report, ensure_ascii=False, indent=2) + "\n")
     atomic_write_text(out / "report.md", format_report(report))

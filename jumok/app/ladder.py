@@ -24,6 +24,7 @@ from jumok.decoding.diagnostics import summarize
 from jumok.decoding.translator import load
 from jumok.errors import RunDirError
 from jumok.training.metrics import exact_match
+from jumok.training.rundir import refuse_nonempty_dir
 from jumok.training.train import train
 
 # (name, overrides) in the order of the book's argument.
@@ -145,10 +146,7 @@ def run_ladder(
     """
     if task not in TASKS:
         raise RunDirError(f"--task: expected one of {', '.join(TASKS)}, got {task!r}")
-    if out.exists() and any(out.iterdir()):
-        raise RunDirError(
-            f"{out}: exists and is not empty; nothing was changed. Choose a new --out"
-        )
+    refuse_nonempty_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     epochs = epochs or (2 if quick else int(TASKS[task]["epochs"]))
     started = time.perf_counter()

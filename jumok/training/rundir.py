@@ -61,6 +61,13 @@ CURVE_EVERY_SECONDS = 20.0
 # ------------------------------------------------------------------------ one run per folder
 def prepare_run_dir(run_dir: Path) -> None:
     """Create ``run_dir``, refusing one that already holds a run."""
+    refuse_taken_run_dir(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def refuse_taken_run_dir(run_dir: Path) -> None:
+    """The one guard of a run directory (``jumok train``, ``jumok vocab``): refuse a file, or a
+    folder that already holds a run (any of :data:`RUN_MARKERS`), before anything is written."""
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"{run_dir}: exists and is not a directory")
     taken = [m for m in RUN_MARKERS if (run_dir / m).exists()]
@@ -70,7 +77,20 @@ def prepare_run_dir(run_dir: Path) -> None:
             "Choose a new --run-dir (or delete this one yourself)"
             + (f"; if it is unfinished: {resume_command(run_dir)}" if STATE_FILE in taken else "")
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def refuse_nonempty_dir(out: Path, flag: str = "--out") -> None:
+    """The one guard of every output folder (``jumok demo``, ``jumok ladder``, ``jumok eval``):
+    refuse a file, or a folder that is not empty, before any work, so nothing in it is
+    overwritten."""
+    if out.exists() and not out.is_dir():
+        raise RunDirError(
+            f"{flag} {out}: is a file; expected a folder. Nothing was changed; choose a new {flag}"
+        )
+    if out.exists() and any(out.iterdir()):
+        raise RunDirError(
+            f"{out}: exists and is not empty; nothing was changed. Choose a new {flag}"
+        )
 
 
 def clear(run_dir: Path) -> None:
