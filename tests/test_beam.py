@@ -10,9 +10,9 @@ import math
 import pytest
 import torch
 from conftest import SRC_V, TGT_V, random_batch, tiny_model_config
+from helpers import variant
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_variants import variant
 
 from jumok.data.vocab import BOS_ID, EOS_ID
 from jumok.decoding.beam import (
@@ -360,3 +360,18 @@ def test_beam_search_is_at_least_as_good_as_greedy_on_dates(date_model):
         assert right(beam=beam, min_length=1)[1] == plain
     # a beam of 1 with a constraint runs beam search, not greedy: the same outputs
     assert right(beam=1, min_length=1)[0] >= greedy_right
+
+
+@pytest.mark.parametrize("blocking", [{"no_repeat_ngram": 2}, {"repetition_penalty": 1.5}])
+def test_options_that_read_history_never_stream_a_sentence_into_a_used_slot(model, blocking):
+    # with n-gram blocking or a repetition penalty a joining sentence inherited the history of
+    # the one whose slot it took; such searches now run each batch whole
+    from jumok.decoding.beam import beam_stream
+
+    src, src_len, _ = random_batch(B=6, S=7, seed=8)
+    opts = BeamOptions(3, 2, 10, **blocking)
+    expected = [beam_search(model, src[i : i + 1], src_len[i : i + 1], opts)[0] for i in range(6)]
+    [streamed] = beam_stream(model, [(src, src_len)], opts, slots=2)
+    for want, got in zip(expected, streamed, strict=True):
+        assert [h.token_ids for h in got] == [h.token_ids for h in want]
+        assert [h.score for h in got] == pytest.approx([h.score for h in want], abs=1e-5)

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 from conftest import SRC_V, TGT_V, random_batch, tiny_model_config
-from test_train import QUIET, small_config
+from helpers import QUIET, small_config
 
 import jumok
 from jumok.app.cli import main
@@ -478,11 +478,14 @@ def test_bf16_decoding_runs_under_autocast_and_agrees_with_float32(run_dir, tmp_
     assert capsys.readouterr().out.strip()
 
 
-def test_bf16_decoding_follows_weights_changed_in_place(run_dir):
+def test_bf16_decoding_follows_weights_changed_in_place_after_refresh(run_dir):
     translator = jumok.load(run_dir)
     assert translator.translate(["9/27/94"], precision="bf16")[0].tokens != ["</s>"]
     with torch.no_grad():
         translator.model.decoder.output.bias[EOS_ID] += 1e4  # eos first, whatever the input
+    kept = translator.translate(["9/27/94"], precision="bf16")[0]
+    assert kept.tokens != ["</s>"]  # the bf16 copy holds the weights of its moment
+    translator.refresh()
     [result] = translator.translate(["9/27/94"], precision="bf16")
     assert result.tokens == ["</s>"]
     assert next(translator.model.parameters()).dtype == torch.float32

@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 from conftest import SRC_V, TGT_V, random_batch, tiny_model_config
-from test_train import QUIET, small_config
+from helpers import QUIET, small_config
 from torch import nn
 
 import jumok
@@ -148,7 +148,7 @@ def test_translations_are_those_of_the_plain_layers(run_dir, monkeypatch, precis
         assert a.score == pytest.approx(b.score, abs=1e-4 if precision == "fp32" else 0)
 
 
-def test_the_float32_copy_shares_the_weights_and_follows_them(run_dir):
+def test_the_float32_copy_shares_the_weights_and_is_repacked_after_refresh(run_dir):
     translator = jumok.load(run_dir)
     first = translator._decoding_model("fp32")
     assert first is not translator.model
@@ -161,6 +161,8 @@ def test_the_float32_copy_shares_the_weights_and_follows_them(run_dir):
     assert before != ["</s>"]
     with torch.no_grad():
         translator.model.decoder.output.bias[2] += 1e4  # eos first, whatever the input
+    assert translator._decoding_model("fp32") is first  # kept: packed weights of its moment
+    translator.refresh()
     assert translator._decoding_model("fp32") is not first  # repacked
     assert translator.translate(["9/27/94"])[0].tokens == ["</s>"]
 

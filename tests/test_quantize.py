@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import SRC_V, TGT_V, random_batch, tiny_model_config
 from fastapi.testclient import TestClient
-from test_train import QUIET, small_config
+from helpers import QUIET, small_config
 from torch import nn
 
 import jumok
@@ -158,7 +158,7 @@ def test_int8_translations_agree_with_float32(run_dir):
     assert type(translator.model.decoder.rnn) is nn.LSTM  # decoding left the model float32
 
 
-def test_int8_copy_is_kept_and_follows_weights_changed_in_place(run_dir):
+def test_int8_copy_is_kept_and_follows_weights_changed_in_place_after_refresh(run_dir):
     translator = jumok.load(run_dir)
     first = translator._decoding_model("fp32", "int8")
     assert quantized_modules(first)["decoder.output"] == "DynamicQuantizedLinear"
@@ -170,6 +170,8 @@ def test_int8_copy_is_kept_and_follows_weights_changed_in_place(run_dir):
     assert translator.translate(["9/27/94"], quantize="int8")[0].tokens != ["</s>"]
     with torch.no_grad():
         translator.model.decoder.output.bias[EOS_ID] += 1e4  # eos first, whatever the input
+    assert translator._decoding_model("fp32", "int8") is first  # kept until refresh()
+    translator.refresh()
     [result] = translator.translate(["9/27/94"], quantize="int8")
     assert result.tokens == ["</s>"]
     assert translator._decoding_model("fp32", "int8") is not first

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from jumok.config import DecodeConfig
 from jumok.data.vocab import BOS_ID, EOS_ID
-from jumok.decoding.beam import BeamOptions, adjust, length_limits
+from jumok.decoding.constraints import BeamOptions, adjust, length_limits
 from jumok.decoding.hypothesis import Hypothesis
 from jumok.decoding.hypothesis import collect as _collect
 from jumok.model.seq2seq import Seq2Seq
@@ -49,6 +50,12 @@ class SamplingOptions:
             )
         if not 0 < self.top_p <= 1:
             raise ValueError(f"sampling: top_p must be in (0, 1], got {self.top_p}")
+
+    @classmethod
+    def from_decode(cls, cfg: DecodeConfig) -> SamplingOptions:
+        """The sampling a ``decode`` config section asks for: the one place its fields are
+        mapped (``n_best`` is the number of samples)."""
+        return cls(cfg.n_best, cfg.temperature, cfg.top_k, cfg.top_p, cfg.seed)
 
 
 def filter_logits(logits_NV: Tensor, top_k: int, top_p: float) -> Tensor:

@@ -26,6 +26,7 @@ from jumok.config import Config, DecodeConfig, format_validation_error
 from jumok.data.splits import encode_pairs, encoder_order, iterate_batches, pad
 from jumok.data.tokenizers import CharTokenizer, Tokenizer, tokenizers_from_files
 from jumok.data.vocab import EOS, PAD_ID, UNK, UNK_ID, Vocab
+from jumok.data.vocab import Encoded as TokenIds
 from jumok.decoding import copies
 from jumok.decoding.diagnostics import AttentionDiagnostics, diagnose
 from jumok.decoding.hypothesis import Hypothesis
@@ -198,7 +199,7 @@ class Translator:
         self.model_type = config.model.type
         self.source: str | None = None  # the checkpoint it was loaded from, when known
         # bf16 and int8 copies of self.model, with the key they were made for (_decoding_model)
-        self._copies: dict[str, tuple[tuple, nn.Module]] = {}
+        self._copies: dict[str, tuple[int, nn.Module]] = {}  # variant -> (id(model), copy)
 
     @classmethod
     def from_checkpoint(cls, ckpt: Checkpoint, device: str | torch.device = "cpu") -> Translator:
@@ -221,6 +222,15 @@ class Translator:
         translator.model = Ensemble([model_from(c) for c in checkpoints]).to(device).eval()
         translator.has_attention = any(c.config.model.attention != "none" for c in checkpoints)
         return translator
+
+    def refresh(self) -> None:
+        """Drop the decoding copies (bf16, int8, packed float32), so that the next call makes them
+        from the model's weights of that moment.
+
+        A copy is made once and kept: jumok never changes a loaded model's weights. Code that
+        changes ``self.model``'s weights in place itself calls this before translating again
+        (a copy made before keeps the old weights, quantized or packed)."""
+        self._copies.clear()
 
     def prepare(self, **options: Any) -> None:
         """Make now the decoding copy of the model that ``options`` (``decode`` settings, as
@@ -260,65 +270,85 @@ class Translator:
                 "decode.replace_unk: this model has no attention (model.attention: none) to "
                 "point at a source token; turn replace_unk off"
             )
-        reverse = self.config.data.reverse_source
+        src_tokens, encoded = self._encode(texts)
+        self._warn_unknown(src_tokens, encoded)
+        found = self._search(src_tokens, encoded, opts)
+        if rerank is not None:
+            rerank.apply(texts, [candidates for _, candidates in found])
+        return [
+            self._assemble(text, shown, candidates, e.unknown, opts)
+            for text, (shown, candidates), e in zip(texts, found, encoded, strict=True)
+        ]
+
+    def _encode(self, texts: Sequence[str]) -> tuple[list[list[str]], list[TokenIds]]:
+        """Each text's source tokens and their ids.
+
+        Raises:
+            DataError: a text is empty.
+        """
         src_tokens = [self.src_tok.tokenize(t) for t in texts]
         for number, tokens in enumerate(src_tokens, start=1):
             if not tokens:
                 raise DataError(
                     f"input {number}: the text is empty; expected at least one character"
                 )
-        encoded = [self.src_vocab.encode(tokens) for tokens in src_tokens]
-        self._warn_unknown(src_tokens, encoded)
-        # Decode in order of length so that batches carry little padding; restore order after.
-        order = sorted(range(len(texts)), key=lambda i: len(encoded[i].ids))
-        found_by_input: dict[int, tuple[list[str], list[Candidate]]] = {}
-        fill = self.config.data.fill_source_to
+        return src_tokens, [self.src_vocab.encode(tokens) for tokens in src_tokens]
+
+    def _search(
+        self, src_tokens: list[list[str]], encoded: list[TokenIds], opts: DecodeConfig
+    ) -> list[tuple[list[str], list[Candidate]]]:
+        """Decode every input: for each, in the inputs' order, the tokens its attention
+        columns stand for and its n-best candidates.
+
+        Inputs are decoded in order of length so that batches carry little padding.
+        """
+        reverse, fill = self.config.data.reverse_source, self.config.data.fill_source_to
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].ids))
         model = self._decoding_model(opts.precision, opts.quantize)
-        chunks = [
-            order[start : start + opts.batch_size]
-            for start in range(0, len(order), opts.batch_size)
+        size = opts.batch_size
+        chunks = [order[start : start + size] for start in range(0, len(order), size)]
+        rows = [[encoder_order(encoded[i].ids, reverse, fill) for i in chunk] for chunk in chunks]
+        batches = [
+            (pad(b).to(self.device), torch.tensor([len(row) for row in b], device=self.device))
+            for b in rows
         ]
-        batches, all_rows = [], []
-        for chunk in chunks:
-            rows = [encoder_order(encoded[i].ids, reverse, fill) for i in chunk]
-            src_BS = pad(rows).to(self.device)
-            src_len_B = torch.tensor([len(r) for r in rows], device=self.device)
-            batches.append((src_BS, src_len_B))
-            all_rows.append(rows)
         with self._autocast(opts.precision):
             found_batches = search_batches(model, batches, opts)
-        for chunk, rows, found in zip(chunks, all_rows, found_batches, strict=True):
-            for i, row, hyps in zip(chunk, rows, found, strict=True):
+        found: dict[int, tuple[list[str], list[Candidate]]] = {}
+        for chunk, chunk_rows, hyps_B in zip(chunks, rows, found_batches, strict=True):
+            for i, row, hyps in zip(chunk, chunk_rows, hyps_B, strict=True):
                 # data.fill_source_to's filler is read and attended to: it has columns too
                 shown = src_tokens[i] + [EOS] * (len(row) - len(src_tokens[i]))
-                found_by_input[i] = (
-                    shown,
-                    [self._candidate(h, shown, reverse, opts) for h in hyps],
-                )
-        if rerank is not None:
-            rerank.apply(texts, [found_by_input[i][1] for i in range(len(texts))])
-        results = []
-        for i, text in enumerate(texts):
-            shown, candidates = found_by_input[i]
-            best = candidates[0]
-            abstained = opts.abstain_below is not None and best.confidence < opts.abstain_below
-            results.append(
-                Translation(
-                    source=text,
-                    text="" if abstained else best.text,
-                    score=best.score,
-                    tokens=best.tokens,
-                    token_logprobs=best.token_logprobs,
-                    source_tokens=shown,
-                    attention=best.attention,
-                    unknown=encoded[i].unknown,
-                    source_reversed=reverse,
-                    confidence=best.confidence,
-                    hypotheses=candidates,
-                    abstained=abstained,
-                )
-            )
-        return results
+                found[i] = (shown, [self._candidate(h, shown, reverse, opts) for h in hyps])
+        return [found[i] for i in range(len(encoded))]
+
+    def _assemble(
+        self,
+        text: str,
+        shown: list[str],
+        candidates: list[Candidate],
+        unknown: int,
+        opts: DecodeConfig,
+    ) -> Translation:
+        """The :class:`Translation` of one input: its best candidate's fields and the n-best;
+        the text is withheld (abstained) when the confidence is below ``decode.abstain_below``.
+        """
+        best = candidates[0]
+        abstained = opts.abstain_below is not None and best.confidence < opts.abstain_below
+        return Translation(
+            source=text,
+            text="" if abstained else best.text,
+            score=best.score,
+            tokens=best.tokens,
+            token_logprobs=best.token_logprobs,
+            source_tokens=shown,
+            attention=best.attention,
+            unknown=unknown,
+            source_reversed=self.config.data.reverse_source,
+            confidence=best.confidence,
+            hypotheses=candidates,
+            abstained=abstained,
+        )
 
     @torch.no_grad()
     def score(
@@ -391,8 +421,7 @@ class Translator:
         dynamically quantized (:mod:`jumok.fast.quantize`). For float32 on a CPU, a copy around the
         same parameters with the decoder's products packed (:func:`jumok.decoding.copies.float32_copy`);
         elsewhere ``self.model`` itself. ``self.model`` keeps its float32 weights. A copy is
-        rebuilt when the model or its weights change (every in-place update bumps a
-        parameter's version counter).
+        made once and kept until :meth:`refresh` (or until ``self.model`` is replaced).
         """
         if quantize == "int8":
             from jumok.fast.quantize import check_supported, quantize_int8
@@ -405,7 +434,7 @@ class Translator:
             variant, make = "fp32", copies.float32_copy
         else:
             return self.model
-        key = (id(self.model), tuple(p._version for p in self.model.parameters()))
+        key = id(self.model)  # a model replaced as a whole is noticed; see refresh()
         cached = self._copies.get(variant)
         if cached is None or cached[0] != key:
             cached = self._copies[variant] = (key, make(self.model))
@@ -467,7 +496,7 @@ class Translator:
             confidence=confidence(hyp.token_logprobs),
         )
 
-    def _warn_unknown(self, src_tokens: list[list[str]], encoded: list) -> None:
+    def _warn_unknown(self, src_tokens: list[list[str]], encoded: list[TokenIds]) -> None:
         total = sum(e.unknown for e in encoded)
         if not total:
             return
