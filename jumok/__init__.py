@@ -5,7 +5,7 @@ own folder or the ones to its left, never the ones to its right):
 
     config, errors ← data ← fast ← model ← checkpoint, plot ← decoding ← training ← app
 
-- ``config``, ``errors``: the typed config tree and the user-facing errors.
+- ``config/``, ``errors``: the typed config tree (one module per section) and the user-facing errors.
 - ``data/``: text in, ids and batches out (readers, tokenizers, vocabularies, generated tasks).
 - ``fast/``: the speed and memory layer; every trick has a plain version beside it.
 - ``model/``: the lecture's model (attention, encoder, decoder, seq2seq wiring).
