@@ -1,4 +1,4 @@
-"""Training throughput and peak memory on Multi30k in the peers' "Task B" setting.
+"""Training throughput and peak memory on Multi30k in the peers' setting.
 
 Each setting is one ``jumok train examples/multi30k/config.yaml`` process stopped after
 ``--steps`` updates; its throughput is the ``train_tokens_per_second`` jumok logs (target
@@ -13,7 +13,7 @@ figure is given as a ratio to the first setting, measured in the same run:
 
     .venv/bin/python benchmarks/train_speed.py --steps 60 --rounds 2 --json results.jsonl
 
-``--peers-setting`` trains in the PEERS.md Task B setting instead of the recipe's (one shared
+``--peers-setting`` trains in the peers' exact Multi30k setting (PEERS.md of the shared folder) instead of the recipe's (one shared
 8k vocabulary, no label smoothing, a constant rate), as ``make bench-peers`` does. With
 ``--compare DIR`` (a directory holding an older ``jumok`` package, e.g. made by
 ``git archive COMMIT jumok | tar -x -C DIR``) every setting also runs on that code, alternated
@@ -46,7 +46,7 @@ SETTINGS = {
     "bf16": ["train.precision=bf16"],
 }
 
-# ../../shared/PEERS.md's Task B setting (benchmarks/peers/run.py trains jumok in it too).
+# The peers' exact Multi30k setting (PEERS.md of the shared folder; benchmarks/peers/run.py trains jumok in it too).
 PEERS_SETTING = [
     "data.shared_vocab=true",
     "train.label_smoothing=0.0",
@@ -114,7 +114,7 @@ def main() -> None:
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--json", type=Path, help="also append the JSON lines to this file")
     parser.add_argument(
-        "--peers-setting", action="store_true", help="PEERS.md's Task B setting (shared vocab...)"
+        "--peers-setting", action="store_true", help="the peers' exact Multi30k setting (shared vocab...)"
     )
     parser.add_argument("--compare", type=Path, help="directory holding an older jumok package")
     args = parser.parse_args()

@@ -1,7 +1,7 @@
 """Decoding speed of jumok beside OpenNMT-py on Multi30k test2016, in one run.
 
 ``run.py --task decode`` runs this. It decodes test2016 (1,000 sentences) with each toolkit's
-Task B model from the last ``run.py --task multi30k`` (the newest checkpoint in
+Multi30k model from the last ``run.py --task multi30k`` (the newest checkpoint in
 ``WORK/runs/multi30k-onmt``, and ``WORK/runs/multi30k-jumok-bf16`` or ``--jumok-run``) in the
 setting of ../shared/PEERS.md §3: batches of 64 sentences, at most 100 tokens, greedy and beam 5
 with the GNMT length penalty (alpha 1).

@@ -17,10 +17,10 @@ Tasks:
   dlfs2/date.txt. JoeyNMT cannot run the standard unidirectional encoder, so two models are
   compared: uni LSTM 256 + dot (OpenNMT-py, jumok) and JoeyNMT's bi LSTM 2×128 + general
   (JoeyNMT, OpenNMT-py "bi", jumok "bi").
-- ``multi30k`` (Task B): ``--minutes`` of training from process launch (the peers are stopped by
+- ``multi30k`` (Multi30k en→de in the peers' settings, "Task B" in PEERS.md): ``--minutes`` of training from process launch (the peers are stopped by
   a signal, jumok by ``train.max_seconds``); jumok runs the peers' settings (fp32, no label
   smoothing, constant rate) and again in bf16, its recipe's precision.
-- ``decode``: test2016 decoded greedy and beam 5 with the Task B models of the last
+- ``decode``: test2016 decoded greedy and beam 5 with the Multi30k models of the last
   ``multi30k`` run, OpenNMT-py and jumok (``--jumok-variants``) alternating for ``--rounds``
   rounds; each system's own report of its generation time, BLEU beside it (``decode.py``).
 
