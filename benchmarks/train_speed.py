@@ -114,7 +114,9 @@ def main() -> None:
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--json", type=Path, help="also append the JSON lines to this file")
     parser.add_argument(
-        "--peers-setting", action="store_true", help="the peers' exact Multi30k setting (shared vocab...)"
+        "--peers-setting",
+        action="store_true",
+        help="the peers' exact Multi30k setting (shared vocab...)",
     )
     parser.add_argument("--compare", type=Path, help="directory holding an older jumok package")
     args = parser.parse_args()
