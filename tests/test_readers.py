@@ -19,8 +19,8 @@ from jumok.data.readers import (
     read_pairs_as,
     read_parallel,
     read_tsv,
-    shuffled_stream,
 )
+from jumok.data.splits import shuffled_stream
 from jumok.errors import DataError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -21,7 +21,7 @@ from jumok.app.decode_flags import (
     add_mmi_arguments,
     decode_options,
 )
-from jumok.data.readers import MAX_INPUT_CHARS
+from jumok.data.inputs import MAX_INPUT_CHARS
 from jumok.errors import JumokError
 from jumok.fast import runtime
 

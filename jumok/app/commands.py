@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from jumok.app.decode_flags import decode_options, generate_options, reranker
-from jumok.data.readers import read_lines as read_inputs
+from jumok.data.inputs import read_lines as read_inputs
 from jumok.errors import ConfigError, DataError
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jumok.checkpoint import atomic_write_text
-from jumok.data.readers import read_lines
+from jumok.data.inputs import read_lines
 from jumok.decoding.translator import Reranker, load, resolve_checkpoint
 from jumok.errors import DataError
 from jumok.training import metrics

@@ -53,7 +53,7 @@ from jumok.app.schemas import (
     TranslateResponse,
 )
 from jumok.config import DecodeConfig
-from jumok.data.readers import text_problem
+from jumok.data.inputs import text_problem
 from jumok.decoding.translator import Translation, Translator
 from jumok.errors import ConfigError, DataError, JumokError, RunDirError
 

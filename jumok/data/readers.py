@@ -14,8 +14,9 @@ A row whose source or target is then empty, or a blank line (nothing but whitesp
 and counted in :class:`ReadReport`, never silently. Anything malformed raises
 :class:`~jumok.errors.DataError` as ``FILE:LINE: what is wrong, what was expected``.
 
-Unlike :func:`jumok.data.splits.read_pairs`, which rejects an empty side, these readers drop such rows and
-count them: real corpora (chat logs, scraped captions) have a few, and one should not stop a run.
+Real corpora (chat logs, scraped captions) have a few such rows, and one should not stop a run.
+The one exception is explicit: :func:`read_tsv` with ``empty="reject"`` reads jumok's own pair
+files (:func:`jumok.data.splits.read_pairs`), where a blank line or an empty side is an error.
 """
 
 from __future__ import annotations
@@ -24,13 +25,10 @@ import csv
 import difflib
 import itertools
 import json
-import random
-import sys
-import unicodedata
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from jumok.errors import DataError
 
@@ -38,6 +36,8 @@ Pair = tuple[str, str]
 T = TypeVar("T")
 
 READER_KINDS = ("tsv", "csv", "parallel", "jsonl", "dlfs2")
+EMPTY_POLICIES = ("drop", "reject")  # read_tsv's ``empty``: what a blank line or empty side gets
+EmptyPolicy = Literal["drop", "reject"]
 EMPTY_SIDE = "empty source or target"
 BLANK_LINE = "blank line"
 _BOM = b"\xef\xbb\xbf"
@@ -78,11 +78,18 @@ def _count(n: int, noun: str) -> str:
 
 
 class PairStream(Iterator[Pair]):
-    """Pairs read lazily; ``report`` is filled in as they are read and is final at the end."""
+    """Pairs read lazily; ``report`` is filled in as they are read and is final at the end.
 
-    def __init__(self, rows: Iterator[Pair | None], report: ReadReport):
+    ``empty``: ``"drop"`` strips both sides and drops blank lines and empty sides
+    (:func:`_keep_nonempty`); ``"reject"``: ``rows`` raise at those themselves, and their pairs
+    are passed on as they are, only counted.
+    """
+
+    def __init__(
+        self, rows: Iterator[Pair | None], report: ReadReport, empty: EmptyPolicy = "drop"
+    ):
         self.report = report
-        self._pairs = _keep_nonempty(rows, report)
+        self._pairs = _keep_nonempty(rows, report) if empty == "drop" else _counted(rows, report)
 
     def __iter__(self) -> PairStream:
         return self
@@ -114,19 +121,26 @@ def _keep_nonempty(rows: Iterator[Pair | None], report: ReadReport) -> Iterator[
         raise DataError(f"{report.path}: no sentence pairs{detail}")
 
 
+def _counted(rows: Iterator[Pair], report: ReadReport) -> Iterator[Pair]:
+    """The pairs of ``rows`` unchanged, each counted as a row (nothing is dropped)."""
+    for row in rows:
+        report.rows += 1
+        yield row
+
+
 # -------------------------------------------------------------------------------------- lines
-def _require_file(path: Path) -> None:
+def _require_file(path: Path, missing: str = "file not found") -> None:
     """Fail before streaming starts rather than at the first ``next``."""
     if not path.exists():
-        raise DataError(f"{path}: file not found")
+        raise DataError(f"{path}: {missing}")
 
 
-def _raw_lines(path: Path) -> Iterator[bytes]:
+def _raw_lines(path: Path, missing: str = "file not found") -> Iterator[bytes]:
     """Yield the lines of ``path`` as bytes, without ``\\n``/``\\r\\n`` and without a BOM."""
     try:
         file = path.open("rb")
     except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
+        raise DataError(f"{path}: {missing}") from None
     except OSError as err:
         raise DataError(f"{path}: cannot read: {err.strerror}") from None
     with file:
@@ -140,13 +154,12 @@ def _raw_lines(path: Path) -> Iterator[bytes]:
             yield raw
 
 
-def _decode(path: Path, number: int, raw: bytes) -> str:
+def _decode(path: Path, number: int, raw: bytes, hint: str = "expected a UTF-8 file") -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
         raise DataError(
-            f"{path}:{number}: not valid UTF-8 (byte {err.start + 1} of the line); "
-            "expected a UTF-8 file"
+            f"{path}:{number}: not valid UTF-8 (byte {err.start + 1} of the line); {hint}"
         ) from None
 
 
@@ -196,18 +209,75 @@ def _tsv_rows(
         yield columns[source_column], columns[target_column]
 
 
+def _pair_file_rows(path: Path) -> Iterator[Pair]:
+    """The rows of one of jumok's pair files, read strictly (``empty="reject"``).
+
+    Exactly ``source<TAB>target`` on every line, neither side blank, the sides kept as written;
+    blank lines (ASCII whitespace only) are allowed at the end of the file alone. Anything else
+    raises a :class:`~jumok.errors.DataError` at its line, as does a file without a pair.
+    """
+    blank: list[tuple[int, bytes]] = []  # fine at the end of the file, an error before a pair
+    found = False
+    for number, raw in enumerate(_raw_lines(path, "data file not found"), start=1):
+        if not raw.strip():
+            blank.append((number, raw))
+            continue
+        for at, line in [*blank, (number, raw)]:  # a blank line before this one fails the checks
+            yield _pair_file_row(path, at, line)
+        blank.clear()
+        found = True
+    if not found:
+        raise DataError(f"{path}: the file holds no pairs; expected lines of source<TAB>target")
+
+
+def _pair_file_row(path: Path, number: int, raw: bytes) -> Pair:
+    text = _decode(path, number, raw, "save the file as UTF-8")
+    parts = text.split("\t")
+    if len(parts) != 2:
+        found = "no tab" if len(parts) == 1 else f"{len(parts) - 1} tabs"
+        raise DataError(
+            f"{path}:{number}: expected source<TAB>target, found {found}: {_clip(text)!r}"
+        )
+    source, target = parts
+    if not source.strip():
+        raise DataError(f"{path}:{number}: the source (before the tab) is empty")
+    if not target.strip():
+        raise DataError(f"{path}:{number}: the target (after the tab) is empty")
+    return source, target
+
+
 def _stream_tsv(
-    path: str | Path, source_column: int = 0, target_column: int = 1, header: bool = False
+    path: str | Path,
+    source_column: int = 0,
+    target_column: int = 1,
+    header: bool = False,
+    empty: EmptyPolicy = "drop",
 ) -> PairStream:
     if source_column < 0 or target_column < 0:
         raise ValueError(f"column indexes must be >= 0, got {source_column}, {target_column}")
+    if empty not in EMPTY_POLICIES:
+        raise ValueError(f"unknown empty policy {empty!r}; expected one of {EMPTY_POLICIES}")
     path = Path(path)
+    report = ReadReport(str(path))
+    if empty == "reject":
+        if (source_column, target_column, header) != (0, 1, False):
+            raise ValueError(
+                "empty='reject' reads jumok's pair files: source in column 0, target in column 1, "
+                "no header"
+            )
+        _require_file(path, "data file not found")
+        return PairStream(_pair_file_rows(path), report, empty)
     _require_file(path)
-    return PairStream(_tsv_rows(path, source_column, target_column, header), ReadReport(str(path)))
+    return PairStream(_tsv_rows(path, source_column, target_column, header), report)
 
 
 def read_tsv(
-    path: str | Path, source_column: int = 0, target_column: int = 1, header: bool = False
+    path: str | Path,
+    source_column: int = 0,
+    target_column: int = 1,
+    header: bool = False,
+    *,
+    empty: EmptyPolicy = "drop",
 ) -> tuple[list[Pair], ReadReport]:
     """Read a tab-separated file; columns are chosen by 0-based index.
 
@@ -219,15 +289,22 @@ def read_tsv(
         source_column: index of the source column.
         target_column: index of the target column.
         header: the first line names the columns and is skipped.
+        empty: the policy for a blank line or a row with an empty side. ``"drop"`` (corpora):
+            both sides are stripped, and such rows are dropped and counted in the report.
+            ``"reject"`` (jumok's own pair files, :func:`jumok.data.splits.read_pairs`): such a
+            row is an error, and the format is strict: exactly ``source<TAB>target`` on every
+            line (the default columns, no header), the sides kept as written, blank lines only at
+            the end of the file.
 
     Returns:
         The pairs, in file order, and what was read and dropped.
 
     Raises:
         DataError: missing file, bad UTF-8, a row with too few or a different number of columns,
-            or no pairs at all. The message names file and line.
+            or no pairs at all; with ``empty="reject"`` also a row without exactly one tab, a
+            blank line before the end or an empty side. The message names file and line.
     """
-    stream = _stream_tsv(path, source_column, target_column, header)
+    stream = _stream_tsv(path, source_column, target_column, header, empty)
     return list(stream), stream.report
 
 
@@ -503,98 +580,3 @@ def read_pairs_as(kind: str, **kwargs: object) -> tuple[list[Pair], ReadReport]:
     """Read a whole corpus with the reader named by ``kind`` (see :func:`iter_pairs`)."""
     stream = iter_pairs(kind, **kwargs)
     return list(stream), stream.report
-
-
-def shuffled_stream(items: Iterable[T], buffer_size: int, seed: int) -> Iterator[T]:
-    """Shuffle a stream within a buffer, for corpora too large to shuffle in memory.
-
-    The first ``buffer_size`` items fill the buffer; then each new item replaces a randomly chosen
-    one, which is yielded; at the end the buffer is shuffled and emptied. Every item is yielded
-    exactly once, the order depends only on the items and ``seed``, and the item yielded at
-    position ``j`` (from 0) comes from input position ``j + buffer_size - 1`` or earlier.
-    ``buffer_size=1`` keeps the input order; a buffer as large as the stream gives a full shuffle.
-    """
-    if buffer_size < 1:
-        raise ValueError(f"buffer_size must be >= 1, got {buffer_size}")
-    rng = random.Random(seed)
-    buffer: list[T] = []
-    for item in items:
-        if len(buffer) < buffer_size:
-            buffer.append(item)
-            continue
-        i = rng.randrange(buffer_size)
-        yield buffer[i]
-        buffer[i] = item
-    rng.shuffle(buffer)
-    yield from buffer
-
-
-# ---------------------------------------------------------------------------------- lines
-MAX_INPUT_CHARS = 10_000
-
-
-def text_problem(text: str) -> str | None:
-    """What makes ``text`` unusable as one input sentence, or None.
-
-    A line break (it would be two sentences) or a control character other than tab (a sign of a
-    binary or mangled file) is a problem; an empty or blank text is one too.
-    """
-    if not text.strip():
-        return "the text is empty; expected at least one character"
-    for position, char in enumerate(text, start=1):
-        if char in "\n\r\u2028\u2029":
-            return f"line break at column {position}; expected one sentence per line"
-        if unicodedata.category(char) == "Cs":
-            return (
-                f"unpaired surrogate U+{ord(char):04X} at column {position}; expected valid Unicode"
-            )
-        if unicodedata.category(char) == "Cc" and char != "\t":
-            return (
-                f"control character U+{ord(char):04X} at column {position}; expected printable text"
-            )
-    return None
-
-
-def read_lines(source: str | Path, max_chars: int = MAX_INPUT_CHARS) -> list[str]:
-    """Lines of a file or stdin, one text each.
-
-    Raises:
-        DataError: naming the line: bad UTF-8, an empty line, a control character, or a line
-            longer than ``max_chars`` (most likely not one sentence per line).
-    """
-    source = str(source)
-    name = "<stdin>" if source == "-" else source
-    try:
-        raw = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{name}: input file not found") from None
-    except IsADirectoryError:
-        raise DataError(
-            f"{name}: is a directory; expected a text file, one input per line"
-        ) from None
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
-    lines = raw.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    texts = []
-    for number, line in enumerate(lines, start=1):
-        try:
-            text = line.rstrip(b"\r").decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise DataError(
-                f"{name}:{number}: not valid UTF-8 (byte {err.start + 1} of the line); "
-                "expected a UTF-8 text file"
-            ) from None
-        if not text.strip():
-            raise DataError(f"{name}:{number}: empty line; expected one text per line")
-        if len(text) > max_chars:
-            raise DataError(
-                f"{name}:{number}: {len(text)} characters; expected at most {max_chars} per line "
-                "(--max-input-chars): is the file one sentence per line?"
-            )
-        problem = text_problem(text)
-        if problem:
-            raise DataError(f"{name}:{number}: {problem}")
-        texts.append(text)
-    return texts

@@ -8,9 +8,11 @@ Shapes: ``B`` batch, ``S`` source length, ``T`` target length (see ``attention.p
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import random
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch import Tensor
@@ -20,54 +22,21 @@ from jumok.data import readers, synthetic
 from jumok.data.vocab import BOS_ID, EOS_ID, PAD_ID, Vocab, tokenize_chars
 from jumok.errors import ConfigError, DataError
 
+T = TypeVar("T")
+
 Pair = tuple[str, str]
 
 
 # ------------------------------------------------------------------------------------ reading
 def read_pairs(path: str | Path) -> list[Pair]:
-    """Read a ``source<TAB>target`` file.
+    """Read a ``source<TAB>target`` file strictly (:func:`jumok.data.readers.read_tsv` with
+    ``empty="reject"``): the sides are kept as written, blank lines are allowed only at the end.
 
     Raises:
         DataError: the file is missing or unreadable, or a line is not valid UTF-8, has no tab or
             more than one, or has an empty side. The message names file and line.
     """
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: data file not found") from None
-    except OSError as err:
-        raise DataError(f"{path}: cannot read: {err.strerror}") from None
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
-    lines = raw.split(b"\n")
-    while lines and lines[-1].strip() == b"":  # trailing newline(s) at the end of the file
-        lines.pop()
-    if not lines:
-        raise DataError(f"{path}: the file holds no pairs; expected lines of source<TAB>target")
-    pairs: list[Pair] = []
-    for number, line in enumerate(lines, start=1):
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise DataError(
-                f"{path}:{number}: not valid UTF-8 (byte {err.start + 1} of the line); "
-                "save the file as UTF-8"
-            ) from None
-        parts = text.split("\t")
-        if len(parts) != 2:
-            found = "no tab" if len(parts) == 1 else f"{len(parts) - 1} tabs"
-            raise DataError(
-                f"{path}:{number}: expected source<TAB>target, found {found}: {_clip(text)!r}"
-            )
-        source, target = parts
-        if not source.strip():
-            raise DataError(f"{path}:{number}: the source (before the tab) is empty")
-        if not target.strip():
-            raise DataError(f"{path}:{number}: the target (after the tab) is empty")
-        pairs.append((source, target))
+    pairs, _ = readers.read_tsv(path, empty="reject")
     return pairs
 
 
@@ -80,10 +49,6 @@ def write_pairs(path: str | Path, pairs: Sequence[Pair]) -> None:
 def pairs_text(pairs: Sequence[Pair]) -> str:
     """The text of a ``source<TAB>target`` file holding ``pairs``."""
     return "".join(f"{source}\t{target}\n" for source, target in pairs)
-
-
-def _clip(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 # ----------------------------------------------------------------------------------- splitting
@@ -257,7 +222,7 @@ def streamed_batches(  # noqa: PLR0913 (pyproject.toml: lint exceptions)
 
     ``dropped`` (a one-item list) counts the pairs over the length limits.
     """
-    pairs = readers.shuffled_stream(streamed_train_pairs(cfg, held_out), cfg.shuffle_buffer, seed)
+    pairs = shuffled_stream(streamed_train_pairs(cfg, held_out), cfg.shuffle_buffer, seed)
     chunk: list[Pair] = []
     for pair in pairs:
         chunk.append(pair)
@@ -506,3 +471,27 @@ def iterate_batches(
     key_N = data.tgt_len_N * (longest + 1) + data.src_len_N
     for index_B in batch_order(key_N, batch_size, shuffle, bucketing, generator, tokens_N):
         yield make_batch(data, index_B)
+
+
+def shuffled_stream(items: Iterable[T], buffer_size: int, seed: int) -> Iterator[T]:
+    """Shuffle a stream within a buffer, for corpora too large to shuffle in memory.
+
+    The first ``buffer_size`` items fill the buffer; then each new item replaces a randomly chosen
+    one, which is yielded; at the end the buffer is shuffled and emptied. Every item is yielded
+    exactly once, the order depends only on the items and ``seed``, and the item yielded at
+    position ``j`` (from 0) comes from input position ``j + buffer_size - 1`` or earlier.
+    ``buffer_size=1`` keeps the input order; a buffer as large as the stream gives a full shuffle.
+    """
+    if buffer_size < 1:
+        raise ValueError(f"buffer_size must be >= 1, got {buffer_size}")
+    rng = random.Random(seed)
+    buffer: list[T] = []
+    for item in items:
+        if len(buffer) < buffer_size:
+            buffer.append(item)
+            continue
+        i = rng.randrange(buffer_size)
+        yield buffer[i]
+        buffer[i] = item
+    rng.shuffle(buffer)
+    yield from buffer

@@ -92,9 +92,10 @@ class InputFeedingLSTM(nn.Module):
 
     def fused_layer0(self, x: Tensor, with_inputs: bool = True) -> tuple[Tensor, Tensor] | None:
         """Layer 0's weights as one matrix in the dtype the step computes in, and its bias:
-        ``[W_x | W_f | W_h]`` (4H, I + F + H), or ``[W_f | W_h]`` without ``with_inputs``
-        (when :meth:`token_gates` gives the inputs' part). Cached until :meth:`clear_cache`; None
-        when the layers are not plain ``nn.Linear`` (e.g. after int8 quantization)."""
+        ``[W_x | W_f | W_h]`` (G, I) with I = input_size + F + H, or ``[W_f | W_h]`` without
+        ``with_inputs`` (when :meth:`token_gates` gives the inputs' part). Cached until
+        :meth:`clear_cache`; None when the layers are not plain ``nn.Linear`` (e.g. after int8
+        quantization)."""
         parts = (self.inputs[0], self.feed, self.recurrent[0])
         if any(type(m) is not nn.Linear for m in parts):
             return None
@@ -298,28 +299,28 @@ class FedSteps:
         hs, cs = [], []
         dropout = self.lstm.layer_dropout
         if self.joined is not None:
-            both_BK = torch.cat([self.x_BTI[:, self.t], feed_BF, h_LBH[0]], dim=1)
-            gates_BG = self.joined(both_BK)
+            both_BI = torch.cat([self.x_BTI[:, self.t], feed_BF, h_LBH[0]], dim=1)
+            gates_BG = self.joined(both_BI)
         elif self.fused is not None and self.pre_BTG is None:
-            weight_GK, bias_G = self.fused
-            both_BK = torch.cat([self.x_BTI[:, self.t], feed_BF, h_LBH[0]], dim=1)
-            both_BK = both_BK.to(weight_GK.dtype)
+            weight_GI, bias_G = self.fused
+            both_BI = torch.cat([self.x_BTI[:, self.t], feed_BF, h_LBH[0]], dim=1)
+            both_BI = both_BI.to(weight_GI.dtype)
             if self.packed is not None:
-                gates_BG = packing.packed_linear(both_BK, self.packed, bias_G)
+                gates_BG = packing.packed_linear(both_BI, self.packed, bias_G)
             else:
-                gates_BG = torch.nn.functional.linear(both_BK, weight_GK, bias_G)
+                gates_BG = torch.nn.functional.linear(both_BI, weight_GI, bias_G)
         elif self.fused is not None:  # the inputs' part came from the token table
-            weight_GK = self.fused[0]
-            both_BK = torch.cat([feed_BF, h_LBH[0]], dim=1).to(weight_GK.dtype)
+            weight_GI = self.fused[0]
+            both_BI = torch.cat([feed_BF, h_LBH[0]], dim=1).to(weight_GI.dtype)
             if self.packed is not None:
-                gates_BG = packing.packed_linear(both_BK, self.packed, None)
+                gates_BG = packing.packed_linear(both_BI, self.packed, None)
                 gates_BG = gates_BG.add_(self.pre_steps[self.t])
             else:
-                gates_BG = torch.addmm(self.pre_steps[self.t], both_BK, weight_GK.t())
+                gates_BG = torch.addmm(self.pre_steps[self.t], both_BI, weight_GI.t())
         elif self.joined_step is not None:
             dtype = self.joined_step.weight_OI.dtype
-            both_BK = torch.cat([feed_BF.to(dtype), h_LBH[0].to(dtype)], dim=1)
-            gates_BG = self.pre_steps[self.t] + self.joined_step(both_BK)
+            both_BI = torch.cat([feed_BF.to(dtype), h_LBH[0].to(dtype)], dim=1)
+            gates_BG = self.pre_steps[self.t] + self.joined_step(both_BI)
         else:
             gates_BG = self.pre_steps[self.t] + self.feed(feed_BF) + self.recurrent[0](h_LBH[0])
         self.t += 1

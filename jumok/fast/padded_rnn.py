@@ -69,7 +69,7 @@ def run_padded(
         pad_BS1 = (torch.arange(S, device=x_BSE.device) < first_B1).unsqueeze(-1)
     else:
         pad_BS1 = (torch.arange(S, device=x_BSE.device) >= len_B.unsqueeze(1)).unsqueeze(-1)
-    x_BSF = torch.cat([x_BSE, pad_BS1.to(x_BSE.dtype)], dim=-1)
+    x_BSI = torch.cat([x_BSE, pad_BS1.to(x_BSE.dtype)], dim=-1)
     w_ih = rnn.weight_ih_l0
     flag_G1 = torch.zeros(w_ih.shape[0], 1, dtype=w_ih.dtype, device=w_ih.device)
     if isinstance(rnn, nn.LSTM):  # gates i, f, g, o
@@ -82,9 +82,9 @@ def run_padded(
     bias, layers, dropout, bidirectional, batch_first = True, 1, 0.0, False, True
     args = (bias, layers, dropout, rnn.training, bidirectional, batch_first)
     if isinstance(rnn, nn.LSTM):
-        out_BSH, _, c_1BH = torch._VF.lstm(x_BSF, (h0_1BH, h0_1BH), weights, *args)
+        out_BSH, _, c_1BH = torch._VF.lstm(x_BSI, (h0_1BH, h0_1BH), weights, *args)
     else:
-        out_BSH, h_1BH = torch._VF.gru(x_BSF, h0_1BH, weights, *args)
+        out_BSH, h_1BH = torch._VF.gru(x_BSI, h0_1BH, weights, *args)
     if reverse:  # zero at the padding already (see above); the last step is every final state
         final_1BH = out_BSH[:, -1].unsqueeze(0)
         hs_BSH = out_BSH.flip(1)

@@ -224,48 +224,48 @@ def _loss(  # noqa: C901, PLR0913 (pyproject.toml: lint exceptions)
     V = weight_VF.shape[0]
     w_VF = weight_VF.to(dtype)
     b_V = None if bias_V is None else bias_V.to(dtype)
-    real_R = (target_N != ignore_index).nonzero().squeeze(1)  # padding rows are left out
-    xs_RF, target_R = x_NF.index_select(0, real_R), target_N.index_select(0, real_R)
+    real_A = (target_N != ignore_index).nonzero().squeeze(1)  # padding rows are left out
+    xs_AF, target_A = x_NF.index_select(0, real_A), target_N.index_select(0, real_A)
     loss = torch.zeros((), dtype=torch.float32, device=x_NF.device)
     rows = max(1, (GRAD_SLICE_LOGITS if grads else SLICE_LOGITS) // max(V, 1))
     space = None
     if grads:
-        grad_x_RF = torch.empty_like(xs_RF, dtype=dtype)
+        grad_x_AF = torch.empty_like(xs_AF, dtype=dtype)
         # grad_w_VF: None until the first slice's product, then the others added
         if grad_b_V is None and bias_V is not None:
             grad_b_V = torch.zeros_like(bias_V, dtype=torch.float32)
-        space = _workspace(min(rows, xs_RF.shape[0]), w_VF)
-    for start in range(0, xs_RF.shape[0], rows):
-        x_CF = xs_RF[start : start + rows].to(dtype)
-        t_C1 = target_R[start : start + rows].unsqueeze(1)
-        C = x_CF.shape[0]
+        space = _workspace(min(rows, xs_AF.shape[0]), w_VF)
+    for start in range(0, xs_AF.shape[0], rows):
+        x_RF = xs_AF[start : start + rows].to(dtype)
+        t_R1 = target_A[start : start + rows].unsqueeze(1)
+        R = x_RF.shape[0]
         if space is None:
-            z_CV = x_CF @ w_VF.t() if b_V is None else torch.addmm(b_V, x_CF, w_VF.t())
-            p_CV = torch.softmax(z_CV, dim=1, dtype=torch.float32)  # one pass, read in z's dtype
+            z_RV = x_RF @ w_VF.t() if b_V is None else torch.addmm(b_V, x_RF, w_VF.t())
+            p_RV = torch.softmax(z_RV, dim=1, dtype=torch.float32)  # one pass, read in z's dtype
         else:  # the same, in the workspace's buffers
-            z_CV = space.z_KV[:C]
+            z_RV = space.z_RV[:R]
             if b_V is None:
-                torch.mm(x_CF, w_VF.t(), out=z_CV)
+                torch.mm(x_RF, w_VF.t(), out=z_RV)
             else:
-                torch.addmm(b_V, x_CF, w_VF.t(), out=z_CV)
-            p_CV = space.p_KV[:C].copy_(z_CV)
-            torch.ops.aten._softmax.out(p_CV, 1, False, out=p_CV)  # in place, row by row
-        loss_C = _nll(p_CV, z_CV, t_C1)
+                torch.addmm(b_V, x_RF, w_VF.t(), out=z_RV)
+            p_RV = space.p_RV[:R].copy_(z_RV)
+            torch.ops.aten._softmax.out(p_RV, 1, False, out=p_RV)  # in place, row by row
+        loss_R = _nll(p_RV, z_RV, t_R1)
         if eps:  # lse - mean(z), with lse = z_target + nll
-            lse_C = z_CV.gather(1, t_C1).squeeze(1).float() + loss_C
-            loss_C = (1 - eps) * loss_C + eps * (lse_C - z_CV.mean(dim=1, dtype=torch.float32))
-        loss = loss + loss_C.sum()
+            lse_R = z_RV.gather(1, t_R1).squeeze(1).float() + loss_R
+            loss_R = (1 - eps) * loss_R + eps * (lse_R - z_RV.mean(dim=1, dtype=torch.float32))
+        loss = loss + loss_R.sum()
         if not grads:
             continue
-        # d loss / d z = softmax(z) - q: p_CV becomes the gradient
+        # d loss / d z = softmax(z) - q: p_RV becomes the gradient
         if eps:
-            p_CV.sub_(eps / V)
-        p_CV.scatter_add_(1, t_C1, p_CV.new_full(t_C1.shape, eps - 1))
+            p_RV.sub_(eps / V)
+        p_RV.scatter_add_(1, t_R1, p_RV.new_full(t_R1.shape, eps - 1))
         if grad_b_V is not None:
-            grad_b_V += p_CV.sum(dim=0)
-        g_CV = space.g_KV[:C].copy_(p_CV)
-        torch.mm(g_CV, w_VF, out=grad_x_RF[start : start + C])
-        product_VF = torch.mm(g_CV.t(), x_CF, out=space.product_VF)
+            grad_b_V += p_RV.sum(dim=0)
+        g_RV = space.g_RV[:R].copy_(p_RV)
+        torch.mm(g_RV, w_VF, out=grad_x_AF[start : start + R])
+        product_VF = torch.mm(g_RV.t(), x_RF, out=space.product_VF)
         if grad_w_VF is None:  # a new tensor: it becomes the weight's gradient
             grad_w_VF = product_VF.to(torch.float32, copy=True)
         else:
@@ -274,26 +274,26 @@ def _loss(  # noqa: C901, PLR0913 (pyproject.toml: lint exceptions)
         return loss, None
     if grad_w_VF is None:  # no real rows
         grad_w_VF = torch.zeros_like(weight_VF, dtype=torch.float32)
-    grad_x_NF = torch.zeros_like(x_NF).index_copy_(0, real_R, grad_x_RF.to(x_NF.dtype))
+    grad_x_NF = torch.zeros_like(x_NF).index_copy_(0, real_A, grad_x_AF.to(x_NF.dtype))
     return loss, (grad_x_NF, grad_w_VF, grad_b_V)
 
 
 class _Workspace:
     """The buffers one slice of :func:`_loss` writes, kept from slice to slice and from update
-    to update: the logits z and their gradient g (K x V, in the products' dtype), the softmax p
-    (K x V, float32) and the weight-gradient product (V x F). Fresh tensors of these sizes
-    (8-16 MB each on the Multi30k model) were handed back to the system when freed and faulted
-    in again page by page when next allocated: three slices of 512 rows took 134 against 112 ms
-    with the buffers kept (measured here). Kept, the slices can also be larger
-    (``GRAD_SLICE_LOGITS``): ~140 MB on that model. The weight gradient itself is a new tensor
-    each time, since it becomes the parameter's ``.grad``.
+    to update: the logits z and their gradient g (R x V, in the products' dtype), the softmax p
+    (R x V, float32) and the weight-gradient product (V x F), R the most rows a slice has had.
+    Fresh tensors of these sizes (8-16 MB each on the Multi30k model) were handed back to the
+    system when freed and faulted in again page by page when next allocated: three slices of 512
+    rows took 134 against 112 ms with the buffers kept (measured here). Kept, the slices can also
+    be larger (``GRAD_SLICE_LOGITS``): ~140 MB on that model. The weight gradient itself is a new
+    tensor each time, since it becomes the parameter's ``.grad``.
     """
 
     def __init__(self, rows: int, w_VF: Tensor):
         V, F = w_VF.shape
-        self.z_KV = w_VF.new_empty(rows, V)
-        self.p_KV = w_VF.new_empty(rows, V, dtype=torch.float32)
-        self.g_KV = w_VF.new_empty(rows, V)
+        self.z_RV = w_VF.new_empty(rows, V)
+        self.p_RV = w_VF.new_empty(rows, V, dtype=torch.float32)
+        self.g_RV = w_VF.new_empty(rows, V)
         self.product_VF = w_VF.new_empty(V, F)
 
 
@@ -314,7 +314,7 @@ def _workspace(rows: int, w_VF: Tensor) -> _Workspace:
     key = (*w_VF.shape, w_VF.dtype, w_VF.device)
     spaces = _kept("spaces")
     space = spaces.get(key)
-    if space is None or space.z_KV.shape[0] < rows:
+    if space is None or space.z_RV.shape[0] < rows:
         spaces.clear()  # another model, or too small: the old buffers are not kept
         spaces[key] = space = _Workspace(rows, w_VF)
     return space
@@ -346,13 +346,13 @@ def release_workspaces() -> None:
 _SMALLEST_P = 1e-30
 
 
-def _nll(p_CV: Tensor, z_CV: Tensor, t_C1: Tensor) -> Tensor:
+def _nll(p_RV: Tensor, z_RV: Tensor, t_R1: Tensor) -> Tensor:
     """-log p(target) per row, from the softmax (exact for tiny p too, from the logits)."""
-    p_C = p_CV.gather(1, t_C1).squeeze(1)
-    nll_C = -p_C.log()
-    tiny_C = p_C < _SMALLEST_P
-    if bool(tiny_C.any()):
-        z_KV = z_CV[tiny_C].float()
-        lse_K = torch.logsumexp(z_KV, dim=1)
-        nll_C[tiny_C] = lse_K - z_KV.gather(1, t_C1[tiny_C]).squeeze(1)
-    return nll_C
+    p_R = p_RV.gather(1, t_R1).squeeze(1)
+    nll_R = -p_R.log()
+    tiny_R = p_R < _SMALLEST_P
+    if bool(tiny_R.any()):
+        z_UV = z_RV[tiny_R].float()
+        lse_U = torch.logsumexp(z_UV, dim=1)
+        nll_R[tiny_R] = lse_U - z_UV.gather(1, t_R1[tiny_R]).squeeze(1)
+    return nll_R

@@ -38,7 +38,7 @@ class StepAttention:
 
     def __init__(self, keys_BSH: Tensor, hs_BSH: Tensor, mask_BS: Tensor, scale: float = 1.0):
         self.keys_BSH = keys_BSH.float()
-        self.values_BSH = hs_BSH.float()
+        self.values_BSC = hs_BSH.float()
         self.scale = scale
         # the padding as -inf added to the scores: exactly 0 weight after the softmax
         bias_B1S = torch.zeros(mask_BS.shape, dtype=torch.float32, device=mask_BS.device)
@@ -47,39 +47,39 @@ class StepAttention:
         self.calls = 0
 
     def __call__(self, queries_B1H: Tensor) -> tuple[Tensor, Tensor]:
-        """(context_B1H, weights_B1S) of one step, as the module's forward would return them."""
+        """(context_B1C, weights_B1S) of one step, as the module's forward would return them."""
         first = self.calls == 0
         self.calls += 1
         with torch.autocast(queries_B1H.device.type, enabled=False):
             return _DeferredAttention.apply(
-                queries_B1H.float(), self.keys_BSH, self.values_BSH, self, first
+                queries_B1H.float(), self.keys_BSH, self.values_BSC, self, first
             )
 
 
 class _DeferredAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q_B1H, keys_BSH, values_BSH, owner, first):
+    def forward(ctx, q_B1H, keys_BSH, values_BSC, owner, first):
         scores_B1S = torch.baddbmm(
             owner.bias_B1S, q_B1H, keys_BSH.transpose(1, 2), alpha=owner.scale
         )
         weights_B1S = scores_B1S.softmax(dim=-1)
-        context_B1H = weights_B1S @ values_BSH
+        context_B1C = weights_B1S @ values_BSC
         ctx.save_for_backward(q_B1H, weights_B1S)
         ctx.owner, ctx.first = owner, first
-        return context_B1H, weights_B1S
+        return context_B1C, weights_B1S
 
     @staticmethod
-    def backward(ctx, g_context_B1H, g_weights_B1S):
+    def backward(ctx, g_context_B1C, g_weights_B1S):
         q_B1H, w_B1S = ctx.saved_tensors
         owner = ctx.owner
-        g_w_B1S = g_context_B1H @ owner.values_BSH.transpose(1, 2)
+        g_w_B1S = g_context_B1C @ owner.values_BSC.transpose(1, 2)
         if g_weights_B1S is not None:
             g_w_B1S = g_w_B1S + g_weights_B1S
         # softmax backward; padding has w = 0, so its score gradient is 0
         g_s_B1S = w_B1S * (g_w_B1S - (w_B1S * g_w_B1S).sum(dim=-1, keepdim=True))
         if owner.scale != 1.0:
             g_s_B1S = g_s_B1S * owner.scale
-        owner.steps.append((q_B1H, g_s_B1S, w_B1S, g_context_B1H))
+        owner.steps.append((q_B1H, g_s_B1S, w_B1S, g_context_B1C))
         grad_keys = grad_values = None
         if ctx.first:  # the last backward of the loop: every step's pairs are in
             q_BTH, g_s_BTS, w_BTS, g_c_BTH = (

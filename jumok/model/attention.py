@@ -1,9 +1,26 @@
 """The attention layer of the lecture: scores, masked softmax, context vector (points 4-7).
 
-Dimension key, used in names across jumok (``weights_BTS`` is a (B, T, S) tensor):
+Dimension key, used in names across jumok (``weights_BTS`` is a (B, T, S) tensor). One meaning
+per letter; a new dimension gets a new letter here:
 
-    B batch    S source length    T target length (output steps)
+    B batch (sentences)    S source length    T target length (output steps)
     E embedding size    H hidden size    V vocabulary size    K beam size
+    C context size: the width of a row of the encoder's states ``hs`` and of the context
+      vector (H in the lecture's model; 2H with a bidirectional encoder)
+    L layers    G gates of an LSTM layer (4H)    F features (what the output layer reads)
+    I input width of a layer (what a linear layer or an RNN reads, e.g. ``[x; feed; h]``)
+    O output width of a linear layer (whose weight is ``weight_OI``)
+    N rows: a batch flattened or a whole split (B x K hypotheses, B x T tokens, examples)
+    M decoder rows per encoder row (hypotheses sharing their sentence's states; N = B x M)
+    Q queries per sentence (M x T)    J sentences joining a running beam search
+    X every row of every step of a decode    D any width (code that works for every width)
+    R rows of a slice (the loss computes R rows at a time)
+    A actual rows: the rows of N whose target is not padding
+    U rows whose target probability underflows float32
+
+A digit is that size (``weights_B1S``: one step); a lowercase letter is a count the code names
+(``x_BkF``: k steps). ``hs_BSH`` and ``summary_BH`` keep the lecture's name for public arguments
+and attributes; their rows are C wide.
 
 For each output step the decoder's LSTM output ``h`` is compared with every row of the encoder's
 stacked states ``hs`` by a dot product (point 6), the scores are normalised by a softmax over
@@ -69,12 +86,12 @@ class DotAttention(nn.Module):
 
         Args:
             queries_BTH: decoder LSTM outputs, one row per output step.
-            hs_BSH: encoder states (lecture point 3's matrix ``hs``), the values summed.
+            hs_BSH: encoder states (lecture point 3's matrix ``hs``), the values summed; C wide.
             mask_BS: True at real source tokens.
             keys_BSH: ``prepare_keys(hs_BSH)`` computed once per sentence; computed here if None.
 
         Returns:
-            context_BTH: the weighted sums of ``hs`` (point 5's context vector).
+            context_BTC: the weighted sums of ``hs`` (point 5's context vector).
             weights_BTS: the attention weights.
         """
         # Shared by every score: the subclasses differ only in prepare_keys and scores.
@@ -89,8 +106,8 @@ class DotAttention(nn.Module):
         with precision:
             scores_BTS = self.scores(queries_BTH, keys_BSH)
             weights_BTS = masked_softmax(scores_BTS, mask_BS)
-            context_BTH = weights_BTS @ hs_BSH
-        return context_BTH, weights_BTS
+            context_BTC = weights_BTS @ hs_BSH
+        return context_BTC, weights_BTS
 
 
 def decode_in_float32(module: nn.Module | None, hs_BSH: Tensor) -> bool:

@@ -101,17 +101,17 @@ class Encoded:
     """What the decoder needs from the encoder, computed once per batch.
 
     Its B rows are sentences (or copies of them, one per hypothesis). The decoder may also run
-    G rows per encoder row against it (the hypotheses of beam search sharing their sentence's
-    copy, sentence-major: decoder row ``n`` reads encoder row ``n // G``); only the decoder state
-    then has N = B x G rows.
+    M rows per encoder row against it (the hypotheses of beam search sharing their sentence's
+    copy, sentence-major: decoder row ``n`` reads encoder row ``n // M``); only the decoder state
+    then has N = B x M rows.
 
     Attributes:
-        hs_BSH: encoder states (zero past each sentence's end).
+        hs_BSH: encoder states (zero past each sentence's end), C wide.
         mask_BS: True at real source tokens.
         state: the decoder's start state.
         keys_BSH: the attention's keys, ``prepare_keys(hs)``; None without attention.
-        summary_BH: the encoder's last hidden state (top layer, both directions), the vector a
-            Peeky decoder sees every step.
+        summary_BH: the encoder's last hidden state (top layer, both directions; C wide), the
+            vector a Peeky decoder sees every step.
     """
 
     hs_BSH: Tensor
@@ -183,26 +183,26 @@ class Decoder(nn.Module):
         # attentional layer with gradients summed once per loop, and the cheaper dropout
         self.fast = fast
         d = cfg.decoder
-        H, E, K = d.hidden_size, d.embedding_size, cfg.encoder.output_size
+        H, E, C = d.hidden_size, d.embedding_size, cfg.encoder.output_size
         self.kind, self.num_layers, self.hidden_size = d.rnn, d.num_layers, H
         self.init, self.peeky, self.input_feeding = d.init, d.peeky, d.input_feeding
         self.embedding = nn.Embedding(vocab_size, E, padding_idx=PAD_ID)
         self.embedding_dropout = dropout_or_identity(cfg.dropout.embeddings, fast)
-        rnn_input = E + (K if self.peeky else 0) + (H if self.input_feeding else 0)
+        rnn_input = E + (C if self.peeky else 0) + (H if self.input_feeding else 0)
         if (
             d.input_feeding and d.rnn == "lstm"
         ):  # stepped one token at a time: see jumok.fast.feeding
             self.rnn = InputFeedingLSTM(rnn_input - H, H, H, d.num_layers, cfg.dropout.layers)
         else:
             self.rnn = make_rnn(d.rnn, rnn_input, H, d.num_layers, cfg.dropout.layers)
-        self.attention = None if cfg.attention == "none" else build_attention(cfg.attention, H, K)
+        self.attention = None if cfg.attention == "none" else build_attention(cfg.attention, H, C)
         if d.init == "bridge":
             enc_parts = 2 if cfg.encoder.rnn == "lstm" else 1
             dec_parts = 2 if d.rnn == "lstm" else 1
-            self.bridge = nn.Linear(K * enc_parts, d.num_layers * H * dec_parts)
+            self.bridge = nn.Linear(C * enc_parts, d.num_layers * H * dec_parts)
         # Lecture point 7: the context and the RNN state together predict the next word. As in
         # the book (ch. 8 AttentionDecoder) this is one affine layer over [context; h], no tanh.
-        features = H + (K if self.attention is not None else 0) + (K if self.peeky else 0)
+        features = H + (C if self.attention is not None else 0) + (C if self.peeky else 0)
         # Input feeding and tied embeddings need a fixed-size vector between the two: Luong's
         # attentional vector tanh(W [context; h]) of size H.
         self.attentional = (
@@ -224,22 +224,22 @@ class Decoder(nn.Module):
         mostly in c. ``last_h`` is the book's choice, kept for the ladder. A GRU encoder has no
         c, so an LSTM decoder then starts c at zero.
         """
-        h_LBK, c_LBK = final
-        L, B, H = self.num_layers, h_LBK.shape[1], self.hidden_size
+        h_LBC, c_LBC = final
+        L, B, H = self.num_layers, h_LBC.shape[1], self.hidden_size
         if self.init == "zero":
-            h_LBH = h_LBK.new_zeros(L, B, H)
+            h_LBH = h_LBC.new_zeros(L, B, H)
             c_LBH = h_LBH
         elif self.init == "bridge":
-            top_BK = torch.cat([h_LBK[-1]] + ([] if c_LBK is None else [c_LBK[-1]]), dim=-1)
-            parts = self.bridge(top_BK).tanh().view(B, -1, L, H).permute(1, 2, 0, 3)
+            top_BI = torch.cat([h_LBC[-1]] + ([] if c_LBC is None else [c_LBC[-1]]), dim=-1)
+            parts = self.bridge(top_BI).tanh().view(B, -1, L, H).permute(1, 2, 0, 3)
             h_LBH = parts[0].contiguous()
             c_LBH = parts[1].contiguous() if parts.shape[0] > 1 else torch.zeros_like(h_LBH)
         else:
-            h_LBH = h_LBK.contiguous()
-            keep_c = c_LBK is not None and self.init == "last"  # 'last_h': the book, c at zero
-            c_LBH = c_LBK.contiguous() if keep_c else torch.zeros_like(h_LBH)
+            h_LBH = h_LBC.contiguous()  # C == H (checked by the config)
+            keep_c = c_LBC is not None and self.init == "last"  # 'last_h': the book, c at zero
+            c_LBH = c_LBC.contiguous() if keep_c else torch.zeros_like(h_LBH)
         rnn = (h_LBH, c_LBH) if self.kind == "lstm" else h_LBH
-        feed = h_LBK.new_zeros(B, H) if self.input_feeding else None
+        feed = h_LBC.new_zeros(B, H) if self.input_feeding else None
         return DecoderState(rnn, feed)
 
     def prepare_keys(self, hs_BSH: Tensor) -> Tensor | None:
@@ -282,15 +282,15 @@ class Decoder(nn.Module):
         if tgt_in_BT.shape[1] == 1 and self._token_table_step():
             return self._generation_step(tgt_in_BT, state, enc)
         emb_BTE = self.embedding_dropout(self.embedding(tgt_in_BT))
-        summary_BTK = None
+        x_BTI, summary_BTC = emb_BTE, None  # the RNN's input: the embedding (and the summary)
         if self.peeky:
-            summary_BK = _per_row(enc.summary_BH, emb_BTE.shape[0])
-            summary_BTK = summary_BK.unsqueeze(1).expand(-1, emb_BTE.shape[1], -1)
-            emb_BTE = torch.cat([emb_BTE, summary_BTK], dim=-1)
+            summary_BC = _per_row(enc.summary_BH, emb_BTE.shape[0])
+            summary_BTC = summary_BC.unsqueeze(1).expand(-1, emb_BTE.shape[1], -1)
+            x_BTI = torch.cat([emb_BTE, summary_BTC], dim=-1)
         if self.input_feeding:
-            return self._step_by_step(emb_BTE, state, enc, summary_BTK, each_step)
-        h_BTH, rnn_state = self.rnn(emb_BTE, state.rnn)
-        out_BTF, weights_BTS = self._attend(h_BTH, enc, summary_BTK)
+            return self._step_by_step(x_BTI, state, enc, summary_BTC, each_step)
+        h_BTH, rnn_state = self.rnn(x_BTI, state.rnn)
+        out_BTF, weights_BTS = self._attend(h_BTH, enc, summary_BTC)
         return out_BTF, DecoderState(rnn_state), weights_BTS
 
     def _token_table_step(self) -> bool:
@@ -324,10 +324,10 @@ class Decoder(nn.Module):
 
     def _step_by_step(
         self,
-        x_BTE: Tensor,
+        x_BTI: Tensor,
         state: DecoderState,
         enc: Encoded,
-        summary_BTK: Tensor | None,
+        summary_BTC: Tensor | None,
         each_step: Callable[[Tensor], None] | None = None,
     ) -> tuple[Tensor, DecoderState, Tensor | None]:
         """Input feeding: step t's input is [x_t; attentional vector of step t - 1]. Returns what
@@ -336,36 +336,36 @@ class Decoder(nn.Module):
         outs, weights = [], []
         steps = None
         if self.fast and isinstance(self.rnn, InputFeedingLSTM):
-            steps = self.rnn.start(x_BTE)
+            steps = self.rnn.start(x_BTI)
         attentional = self.attentional
         if self.fast and deferred_gradients(attentional.weight):  # one gradient for all steps
-            attentional = StepLinear(attentional, x_BTE.device.type)
+            attentional = StepLinear(attentional, x_BTI.device.type)
         attend = None  # training: the keys' and values' gradients once for all steps
         if self.fast and torch.is_grad_enabled() and step_attention(self.attention):
-            if x_BTE.shape[0] == enc.hs_BSH.shape[0]:
+            if x_BTI.shape[0] == enc.hs_BSH.shape[0]:
                 keys_BSH = enc.keys_BSH
                 if keys_BSH is None:
                     keys_BSH = self.attention.prepare_keys(enc.hs_BSH)
                 scale = dot_product_scale(self.attention, keys_BSH)
                 attend = StepAttention(keys_BSH, enc.hs_BSH, enc.mask_BS, scale)
-        T, dropout = x_BTE.shape[1], self.attentional_dropout
+        T, dropout = x_BTI.shape[1], self.attentional_dropout
         # training on a CPU: the dropout masks of all T steps drawn at once (one draw, not T)
         drawn = isinstance(dropout, Dropout) and dropout.training and dropout.p > 0
-        drawn = drawn and x_BTE.device.type == "cpu" and self.fast
+        drawn = drawn and x_BTI.device.type == "cpu" and self.fast
         masks_TB1H = None
         for t in range(T):
             if steps is not None:
                 h_BH, rnn_state = steps.step(feed_BH, rnn_state)
                 h_B1H = h_BH.unsqueeze(1)
             elif isinstance(self.rnn, InputFeedingLSTM):  # the same LSTM, equations as written
-                h_BH, rnn_state = self.rnn.plain_step(x_BTE[:, t], feed_BH, rnn_state)
+                h_BH, rnn_state = self.rnn.plain_step(x_BTI[:, t], feed_BH, rnn_state)
                 h_B1H = h_BH.unsqueeze(1)
             else:  # a GRU: nn.GRU one step at a time
-                x_B1F = torch.cat([x_BTE[:, t : t + 1], feed_BH.unsqueeze(1)], dim=-1)
-                h_B1H, rnn_state = self.rnn(x_B1F, rnn_state)
-            summary_B1K = None if summary_BTK is None else summary_BTK[:, t : t + 1]
+                x_B1I = torch.cat([x_BTI[:, t : t + 1], feed_BH.unsqueeze(1)], dim=-1)
+                h_B1H, rnn_state = self.rnn(x_B1I, rnn_state)
+            summary_B1C = None if summary_BTC is None else summary_BTC[:, t : t + 1]
             out_B1H, weights_B1S = self._attend(
-                h_B1H, enc, summary_B1K, attentional, attend, dropout=not drawn
+                h_B1H, enc, summary_B1C, attentional, attend, dropout=not drawn
             )
             if drawn:
                 if masks_TB1H is None:
@@ -384,7 +384,7 @@ class Decoder(nn.Module):
         self,
         h_BTH: Tensor,
         enc: Encoded,
-        summary_BTK: Tensor | None,
+        summary_BTC: Tensor | None,
         attentional=None,
         attend: StepAttention | None = None,
         dropout: bool = True,
@@ -399,13 +399,13 @@ class Decoder(nn.Module):
         features = [h_BTH]
         weights_BTS = None
         if attend is not None:
-            context_BTK, weights_BTS = attend(h_BTH)
-            features = [context_BTK, h_BTH]
+            context_BTC, weights_BTS = attend(h_BTH)
+            features = [context_BTC, h_BTH]
         elif self.attention is not None:
-            context_BTK, weights_BTS = self._attention(h_BTH, enc)
-            features = [context_BTK, h_BTH]
-        if summary_BTK is not None:
-            features.append(summary_BTK)
+            context_BTC, weights_BTS = self._attention(h_BTH, enc)
+            features = [context_BTC, h_BTH]
+        if summary_BTC is not None:
+            features.append(summary_BTC)
         out_BTF = torch.cat(features, dim=-1) if len(features) > 1 else h_BTH
         if self.attentional is not None:
             out_BTF = (attentional or self.attentional)(out_BTF).tanh()
@@ -414,26 +414,26 @@ class Decoder(nn.Module):
     def _attention(self, h_NTH: Tensor, enc: Encoded) -> tuple[Tensor, Tensor]:
         """Attention of N rows over the B sentences of ``enc`` (N a multiple of B).
 
-        Beam search keeps one encoder row per sentence and ``G = N / B`` decoder rows per
-        sentence, sentence-major (row ``n`` reads sentence ``n // G``). The G rows of a sentence
-        are then G more queries against the same keys, one batched product per sentence, so the
-        keys are neither copied G times nor read G times per step.
+        Beam search keeps one encoder row per sentence and ``M = N / B`` decoder rows per
+        sentence, sentence-major (row ``n`` reads sentence ``n // M``). The M rows of a sentence
+        are then M more queries against the same keys, one batched product per sentence, so the
+        keys are neither copied M times nor read M times per step.
         """
         N, T, H = h_NTH.shape
         B = _check_rows(N, enc.hs_BSH.shape[0])
         if N == B:
             return self.attention(h_NTH, enc.hs_BSH, enc.mask_BS, enc.keys_BSH)
-        queries_BQH = h_NTH.reshape(B, -1, H)  # Q = G * T queries per sentence
-        context_BQK, weights_BQS = self.attention(
+        queries_BQH = h_NTH.reshape(B, -1, H)  # Q = M * T queries per sentence
+        context_BQC, weights_BQS = self.attention(
             queries_BQH, enc.hs_BSH, enc.mask_BS, enc.keys_BSH
         )
-        return context_BQK.reshape(N, T, -1), weights_BQS.reshape(N, T, -1)
+        return context_BQC.reshape(N, T, -1), weights_BQS.reshape(N, T, -1)
 
 
-def _per_row(x_BF: Tensor, N: int) -> Tensor:
-    """One row of ``x_BF`` per decoder row: each sentence's row repeated N / B times."""
-    B = _check_rows(N, x_BF.shape[0])
-    return x_BF if N == B else x_BF.repeat_interleave(N // B, dim=0)
+def _per_row(x_BD: Tensor, N: int) -> Tensor:
+    """One row of ``x_BD`` per decoder row: each sentence's row repeated N / B times."""
+    B = _check_rows(N, x_BD.shape[0])
+    return x_BD if N == B else x_BD.repeat_interleave(N // B, dim=0)
 
 
 def _check_rows(N: int, B: int) -> int:

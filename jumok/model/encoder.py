@@ -1,9 +1,9 @@
 """The encoder: embedding + RNN that keeps the hidden state of every step (lecture point 3).
 
-It returns ``hs`` (B, S, H'), the matrix the attention reads, and the RNN's final state at the
+It returns ``hs`` (B, S, C), the matrix the attention reads, and the RNN's final state at the
 last *real* token of each sentence, which starts the decoder (point 4). The lecture's encoder is
-one unidirectional LSTM layer (H' = H); ``model.encoder`` also offers GRU cells, stacked layers
-and a bidirectional encoder (H' = 2H, both directions' states concatenated).
+one unidirectional LSTM layer (C = H); ``model.encoder`` also offers GRU cells, stacked layers
+and a bidirectional encoder (C = 2H, both directions' states concatenated).
 
 Batches are right-padded, and the state of every sentence is taken exactly at its last real
 token, never after a pad step. Packing the batch would do that, but on a CPU a packed batch falls
@@ -30,9 +30,9 @@ from jumok.data.vocab import PAD_ID
 from jumok.fast.dropout import dropout_or_identity
 from jumok.fast.padded_rnn import padded_run_applies, run_padded
 
-# A GRU's state is h; an LSTM's is (h, c). Each is (layers, B, H).
+# A GRU's state is h; an LSTM's is (h, c). Each is (L, B, H).
 RNNState = Tensor | tuple[Tensor, Tensor]
-# What the encoder hands the decoder: h and c (None for a GRU), each (layers, B, H').
+# What the encoder hands the decoder: h and c (None for a GRU), each (L, B, C).
 Final = tuple[Tensor, Tensor | None]
 
 
@@ -93,9 +93,9 @@ class Encoder(nn.Module):
             src_len_B: number of real tokens per sentence (>= 1).
 
         Returns:
-            hs_BSH: the RNN output at every position (zero past each sentence's end); H' = H, or
+            hs_BSC: the RNN output at every position (zero past each sentence's end); C = H, or
                 2H when bidirectional (forward state first).
-            final: (h, c) each (layers, B, H') at each sentence's last real token (for the
+            final: (h, c) each (L, B, C) at each sentence's last real token (for the
                 backward direction: after reading the first token); c is None for a GRU.
         """
         if src_BS.dim() != 2 or src_len_B.shape != src_BS.shape[:1]:
@@ -105,16 +105,16 @@ class Encoder(nn.Module):
             )
         x_BSE = self.embedding_dropout(self.embedding(src_BS))
         if not self.bidirectional:
-            hs_BSH, state = run_rnn(self.rnn, x_BSE, src_len_B, fast=self.fast)
-            return hs_BSH, split_state(state)
-        hs_BSH = x_BSE
+            hs_BSC, state = run_rnn(self.rnn, x_BSE, src_len_B, fast=self.fast)
+            return hs_BSC, split_state(state)
+        x_BSI = x_BSE  # each layer's input: the embedding, then the layer below's hs
         finals: list[Final] = []
         for layer, (fwd, bwd) in enumerate(zip(self.forward_rnns, self.backward_rnns, strict=True)):
             if layer > 0:
-                hs_BSH = self.layer_dropout(hs_BSH)
-            out_f, state_f = run_rnn(fwd, hs_BSH, src_len_B, fast=self.fast)
-            out_b, state_b = run_rnn(bwd, hs_BSH, src_len_B, reverse=True, fast=self.fast)
-            hs_BSH = torch.cat([out_f, out_b], dim=-1)
+                x_BSI = self.layer_dropout(hs_BSC)
+            out_f, state_f = run_rnn(fwd, x_BSI, src_len_B, fast=self.fast)
+            out_b, state_b = run_rnn(bwd, x_BSI, src_len_B, reverse=True, fast=self.fast)
+            hs_BSC = torch.cat([out_f, out_b], dim=-1)
             (h_f, c_f), (h_b, c_b) = split_state(state_f), split_state(state_b)
             finals.append(
                 (
@@ -122,9 +122,9 @@ class Encoder(nn.Module):
                     None if c_f is None else torch.cat([c_f, c_b], dim=-1),
                 )
             )
-        h_LBH = torch.cat([h for h, _ in finals])
-        c_LBH = None if finals[0][1] is None else torch.cat([c for _, c in finals])
-        return hs_BSH, (h_LBH, c_LBH)
+        h_LBC = torch.cat([h for h, _ in finals])
+        c_LBC = None if finals[0][1] is None else torch.cat([c for _, c in finals])
+        return hs_BSC, (h_LBC, c_LBC)
 
 
 def split_state(state: RNNState) -> Final:
@@ -193,7 +193,7 @@ def run_by_length(rnn: nn.RNNBase, x_BSE: Tensor, len_B: Tensor) -> tuple[Tensor
     Returns:
         hs_BSH: outputs, zero at padding.
         state: the state after each sequence's last real step ((h, c) for an LSTM), each
-            (layers, B, H).
+            (L, B, H).
     """
     B, S, _ = x_BSE.shape
     lengths = len_B.tolist()
@@ -208,8 +208,8 @@ def run_by_length(rnn: nn.RNNBase, x_BSE: Tensor, len_B: Tensor) -> tuple[Tensor
         n = sum(1 for v in sorted_len if v >= length)  # sentences still going: a prefix
         if state is not None:
             state = _rows(state, 0, n)
-        out_nLH, state = rnn(x_sorted[:n, start:length], state)
-        pieces.append(nn.functional.pad(out_nLH, (0, 0, 0, 0, 0, B - n)))
+        out_nsH, state = rnn(x_sorted[:n, start:length], state)  # s = length - start steps
+        pieces.append(nn.functional.pad(out_nsH, (0, 0, 0, 0, 0, B - n)))
         done = sum(1 for v in sorted_len if v == length)  # these end here: the prefix's tail
         finals.append(_rows(state, n - done, n))
         start = length

@@ -67,16 +67,16 @@ class Seq2Seq(nn.Module):
                 keys_BSH=None,
                 summary_BH=zeros_LBH[-1],
             )
-        hs_BSH, final = self.encoder(src_BS, src_len_B)
+        hs_BSC, final = self.encoder(src_BS, src_len_B)
         S = src_BS.shape[1]
         mask_BS = src_len_B.unsqueeze(1) > torch.arange(S, device=src_BS.device).unsqueeze(0)
-        keys_BSH = self.decoder.prepare_keys(hs_BSH)
+        keys_BSH = self.decoder.prepare_keys(hs_BSC)
         if self.fast and decode_in_float32(
-            self.decoder.attention, hs_BSH
+            self.decoder.attention, hs_BSC
         ):  # bf16 decoding on a CPU
-            hs_BSH, keys_BSH = hs_BSH.float(), keys_BSH.float()
+            hs_BSC, keys_BSH = hs_BSC.float(), keys_BSH.float()
         return Encoded(
-            hs_BSH=hs_BSH,
+            hs_BSH=hs_BSC,
             mask_BS=mask_BS,
             state=self.decoder.initial_state(final),
             keys_BSH=keys_BSH,
