@@ -6,6 +6,7 @@ import os
 
 import pytest
 import torch
+from helpers import budget
 
 from jumok.config import DecoderConfig, EncoderConfig, ModelConfig
 from jumok.model.seq2seq import Seq2Seq, build_model
@@ -69,7 +70,7 @@ class ServeProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + budget(timeout)
         while True:
             try:
                 with urllib.request.urlopen(f"{self.base}/ready", timeout=2) as r:

@@ -8,7 +8,6 @@ hashes are taken before the command and compared after it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import struct
@@ -19,8 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from helpers import QUIET, digest, small_config
 from safetensors.torch import save_file
-from test_train import QUIET, small_config
 
 import jumok
 from jumok.app.cli import main
@@ -54,14 +53,6 @@ def work(tmp_path, trained) -> Path:
     (tmp_path / "tiny.yaml").write_text(TINY, encoding="utf-8")
     (tmp_path / "pairs.tsv").write_text(PAIRS, encoding="utf-8")
     return tmp_path
-
-
-def digest(folder: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
 
 
 @dataclass

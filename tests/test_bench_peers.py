@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import budget
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "peers"))
 decode = pytest.importorskip("decode")
@@ -67,6 +68,7 @@ def test_bleu_of_an_output_file(tmp_path):
     assert decode.bleu(out, ref) < 20
 
 
+@pytest.mark.timing
 def test_the_memory_wrapper_ends_what_a_command_leaves_behind(tmp_path):
     # OpenNMT-py's data-loader workers outlived it when it was stopped; the wrapper now ends
     # the command's whole process group
@@ -84,7 +86,8 @@ def test_the_memory_wrapper_ends_what_a_command_leaves_behind(tmp_path):
     )
     assert '"returncode": 0' in done.stdout
     left = int(marker.read_text())
-    for _ in range(50):  # the kill is asynchronous: wait for the process to be gone
+    deadline = time.monotonic() + budget(2.5)  # the kill is asynchronous: wait for it
+    while time.monotonic() < deadline:
         if not Path(f"/proc/{left}").exists() or "Z" in _state(left):
             break
         time.sleep(0.05)

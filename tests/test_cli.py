@@ -77,7 +77,7 @@ def test_report_time(run_dir, tmp_path, capsys):
     assert abs(per_second * seconds - 3) <= per_second * 0.005 + 0.1 * seconds
 
 
-def test_python_api_matches_cli(run_dir):
+def test_python_api_echoes_the_source_and_gives_one_attention_row_per_token(run_dir):
     import jumok
 
     result = jumok.load(run_dir).translate(["Sep 27, 1994"])[0]
@@ -129,6 +129,7 @@ def test_bad_input_gives_one_clear_message_and_exit_2(run_dir, tmp_path, capsys,
     assert digest(run_dir) == before
 
 
+@pytest.mark.slow
 def test_demo_writes_run_pictures_and_report(tmp_path):
     out = tmp_path / "demo"
     cmd = [

@@ -79,6 +79,7 @@ def test_shards_split_each_batch_once_with_their_own_padding():
     assert len(one.shard(1, 2).index_B) == 0  # fewer rows than processes: an empty part
 
 
+@pytest.mark.slow
 def test_two_processes_update_as_one_process_does(tmp_path):
     two, one = tmp_path / "two", tmp_path / "one"
     command = [

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 from conftest import SRC_V, TGT_V, random_batch
-from test_variants import GRID, _ids, variant
+from helpers import GRID, QUIET, small_config, variant, variant_id
 
 from jumok.decoding import copies
 from jumok.decoding.greedy import greedy
@@ -35,7 +35,7 @@ def _loss_and_grads(model, src, src_len, tgt_in, tgt_out):
     return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
-@pytest.mark.parametrize("case", GRID, ids=_ids)
+@pytest.mark.parametrize("case", GRID, ids=variant_id)
 def test_the_plain_model_computes_what_the_fast_one_does(case):
     attention, (bi, layers, rnn), peeky, feeding = case
     fast, plain = _pair(variant(attention, peeky, feeding, bi, layers, rnn))
@@ -76,8 +76,6 @@ def test_the_environment_switches_the_layer_off_for_every_model_built(monkeypatc
 
 
 def test_train_fast_false_trains_the_plain_model(tmp_path, monkeypatch):
-    from test_train import QUIET, small_config
-
     from jumok.training import setup
     from jumok.training.train import train
 

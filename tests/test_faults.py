@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from test_resume import TINY, assert_same_run, tiny_config
+from helpers import QUIET, ROOT, TINY, assert_same_run, budget, tiny_config
 
 import jumok.checkpoint
 from jumok.app.cli import main
@@ -30,8 +30,6 @@ from jumok.errors import WriteError
 from jumok.training.resume import STATE_FILE, load_resumable, load_state
 from jumok.training.train import train
 
-ROOT = Path(__file__).resolve().parents[1]
-QUIET = {"log": lambda _: None, "progress": False}
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
 
@@ -56,7 +54,7 @@ def assert_complete(run: Path) -> int:
 
 def wait_for_new_state(run: Path, alive: Callable[[], bool], after_ns: int, limit: float = 60):
     """Until the process has saved a resumable state newer than ``after_ns`` (or ended)."""
-    deadline = time.monotonic() + limit
+    deadline = time.monotonic() + budget(limit)
     while time.monotonic() < deadline and alive():
         try:
             if (run / STATE_FILE).stat().st_mtime_ns > after_ns:
@@ -81,6 +79,8 @@ def _child(argv: list[str]) -> None:
     os._exit(main(["train", *argv, "--no-progress"]))
 
 
+@pytest.mark.slow
+@pytest.mark.timing
 def test_kill_9_at_random_moments_then_resume_ends_where_an_uninterrupted_run_ends(tmp_path):
     extra = ("train.epochs=8", "train.resume_every=2")
     whole = tmp_path / "whole"
@@ -129,7 +129,7 @@ def test_a_second_signal_exits_at_once_and_leaves_every_file_complete(tmp_path):
     first = proc.stderr.readline() + proc.stderr.readline()  # a blank line, then the notice
     assert b"SIGTERM: finishing the current update" in first, first
     proc.send_signal(signal.SIGTERM)
-    _, rest = proc.communicate(timeout=60)
+    _, rest = proc.communicate(timeout=budget(60))
     assert proc.returncode == 143, rest.decode()
     assert f"SIGTERM again: exiting at once. Every file in {run} is complete" in rest.decode()
     assert f"jumok train --resume {run}" in rest.decode()

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from test_train import QUIET
+from helpers import QUIET
 
 import jumok
 from jumok.config import validate
@@ -55,6 +55,7 @@ def test_sentencepiece_round_trips_korean(tmp_path):
     assert tgt.detokenize(tgt.tokenize("Where is the station?")) == "Where is the station?"
 
 
+@pytest.mark.slow
 def test_ko_en_trains_and_translates_with_korean_attention(tmp_path):
     folder = shared("ko-en")
     cfg = validate(
@@ -78,6 +79,7 @@ def test_ko_en_trains_and_translates_with_korean_attention(tmp_path):
     assert len(out.hypotheses) == 2
 
 
+@pytest.mark.slow
 def test_korean_chatbot_from_the_csv_header(tmp_path):
     path = shared("chatbot-ko", "ChatbotData.csv")
     raw = tiny(

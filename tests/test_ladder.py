@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from jumok.app.cli import main
 from jumok.app.ladder import RUNGS, refresh_report, rung_config
 
 
+@pytest.mark.slow
 def test_ladder_quick_writes_one_entry_per_rung(tmp_path, capsys):
     out = tmp_path / "ladder"
     assert main(["ladder", "--task", "addition", "--quick", "--out", str(out)]) == 0

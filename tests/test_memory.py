@@ -67,6 +67,7 @@ def _growth(**env: str) -> float:
     return float(done.stdout.split()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads glibc's mallinfo2")
 def test_kernel_caches_stay_small_over_many_batch_shapes():
     # Measured here: with PyTorch's defaults (1,024 kernels in each cache) the heap grew by

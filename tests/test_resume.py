@@ -11,36 +11,18 @@ from __future__ import annotations
 import json
 import os
 import signal
-from pathlib import Path
 
 import pytest
 import torch
-from test_train import digest
+from helpers import ROOT, TINY, assert_same_run, digest, rows, tiny_config
 
 from jumok.app.cli import main
-from jumok.checkpoint import load_checkpoint
-from jumok.config import load_config
 from jumok.data.splits import write_pairs
 from jumok.data.synthetic import generate
 from jumok.errors import RunDirError
 from jumok.training.resume import STATE_FILE, TrainingInterrupted, load_state, save_state
 from jumok.training.train import train
 
-ROOT = Path(__file__).resolve().parents[1]
-# One epoch is 19 updates of (up to) 32 pairs: 600 train pairs.
-TINY = (
-    "data.generate.size=700",
-    "data.generate.dev_size=50",
-    "data.generate.test_size=50",
-    "model.encoder.embedding_size=8",
-    "model.decoder.embedding_size=8",
-    "model.encoder.hidden_size=16",
-    "model.decoder.hidden_size=16",
-    "train.epochs=2",
-    "train.batch_size=32",
-    "train.threads=1",
-    "train.examples=0",
-)
 # Everything that draws random numbers or carries state across updates: dropout, token
 # batches, accumulation, a warm-up + cosine schedule, validations inside the epoch, keep-best.
 BUSY = (
@@ -55,10 +37,6 @@ BUSY = (
     "train.keep_best=2",
     "train.early_stopping.metric=loss",
 )
-
-
-def tiny_config(*extra: str):
-    return load_config(ROOT / "examples/date.yaml", [*TINY, *extra])
 
 
 class Lines:
@@ -88,24 +66,6 @@ def interrupt_after(monkeypatch, update: int, signum: int = signal.SIGTERM) -> N
         return real(*args, **kwargs)
 
     monkeypatch.setattr(train_module, "accumulated_update", update_then_signal)
-
-
-def rows(run_dir: Path) -> list[dict]:
-    lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-    timing = ("epoch_seconds", "elapsed_seconds", "train_tokens_per_second")
-    return [{k: v for k, v in json.loads(line).items() if k not in timing} for line in lines]
-
-
-def weights(path: Path) -> dict[str, torch.Tensor]:
-    return load_checkpoint(path).state_dict
-
-
-def assert_same_run(a: Path, b: Path) -> None:
-    assert rows(a) == rows(b)
-    for name in ("last.safetensors", "best.safetensors"):
-        wa, wb = weights(a / name), weights(b / name)
-        assert wa.keys() == wb.keys()
-        assert all(torch.equal(wa[k], wb[k]) for k in wa), name
 
 
 @pytest.mark.parametrize(

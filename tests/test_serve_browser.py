@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 from conftest import ServeProcess
-from test_train import QUIET, small_config
+from helpers import QUIET, small_config
 
 from jumok.training.train import train
 
@@ -42,6 +42,7 @@ def server(tmp_path_factory):
     served.stop()
 
 
+@pytest.mark.slow
 def test_the_page_shows_hypotheses_and_the_attention_of_the_chosen_one(server):
     sentence = "september 27, 1994"
     request = urllib.request.Request(

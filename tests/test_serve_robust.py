@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 from conftest import ServeProcess
-from test_train import QUIET, small_config
+from helpers import QUIET, budget, small_config
 
 from jumok.training.train import train
 
@@ -58,6 +58,7 @@ def test_clients_that_hang_up_do_not_hurt_the_others(server):
     assert process.poll() is None
 
 
+@pytest.mark.timing
 def test_a_slow_sender_does_not_block_other_requests(server):
     base, port, _ = server
     body = json.dumps({"texts": ["TUESDAY, MARCH 5, 1991"]}).encode()
@@ -66,19 +67,19 @@ def test_a_slow_sender_does_not_block_other_requests(server):
     def slow_client():
         with socket.create_connection(("127.0.0.1", port)) as s:
             s.sendall(raw_request(b"", declared=len(body)))
-            for i in range(0, len(body), 2):  # two bytes every 100 ms: over 2 s in all
+            for i in range(0, len(body), 2):  # two bytes every 100 ms (x the factor): over 2 s
                 s.sendall(body[i : i + 2])
-                time.sleep(0.1)
+                time.sleep(budget(0.1))
             slow["sent"] = time.monotonic()
-            s.settimeout(30)
+            s.settimeout(budget(30))
             slow["answer"] = s.recv(65536)
 
     thread = threading.Thread(target=slow_client)
     thread.start()
     time.sleep(0.2)
     for _ in range(3):
-        translate(base, ["Jan 2, 2003"], timeout=10)
+        translate(base, ["Jan 2, 2003"], timeout=budget(10))
     quick_done = time.monotonic()
-    thread.join(timeout=60)
+    thread.join(timeout=budget(60))
     assert slow["answer"].startswith(b"HTTP/1.1 200"), slow
     assert quick_done < slow["sent"]  # answered while the slow body was still arriving

@@ -4,8 +4,8 @@ client sends, the server answers without a 5xx, and every response matches the s
 from __future__ import annotations
 
 import pytest
+from helpers import QUIET, small_config
 from hypothesis import HealthCheck, given, settings
-from test_train import QUIET, small_config
 
 import jumok
 from jumok.app.serve import ServeConfig, create_app

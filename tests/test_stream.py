@@ -9,7 +9,7 @@ import typing
 import pytest
 import torch
 from conftest import SRC_V, TGT_V, random_batch
-from test_variants import variant
+from helpers import variant
 
 from jumok.app.cli import CHOICES
 from jumok.config import DecodeConfig

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from test_train import QUIET
+from helpers import QUIET
 
 import jumok
 from jumok.config import validate

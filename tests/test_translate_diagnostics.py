@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from test_train import small_config
+from helpers import small_config
 
 from jumok.app.cli import main
 from jumok.checkpoint import save_checkpoint

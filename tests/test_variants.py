@@ -6,75 +6,18 @@ non-zero gradient, and decoding one step at a time gives the teacher-forced numb
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 import torch
 from conftest import SRC_V, TGT_V, random_batch
+from helpers import GRID, small_config, variant, variant_id
 
 from jumok.config import ModelConfig
 from jumok.decoding.greedy import greedy
 from jumok.model.attention import DotAttention, GeneralAttention, ScaledDotAttention
 from jumok.model.seq2seq import build_model
 
-ATTENTIONS = ["none", "dot", "scaled_dot", "general", "additive"]
-ENCODERS = [  # (bidirectional, num_layers, rnn)
-    (bi, layers, rnn) for bi in (False, True) for layers in (1, 2) for rnn in ("lstm", "gru")
-]
-
 # every test here runs with jumok.fast on and off (conftest.fast_layer)
 pytestmark = pytest.mark.usefixtures("fast_layer")
-
-
-def variant(
-    attention: str,
-    peeky: bool = False,
-    input_feeding: bool = False,
-    bidirectional: bool = False,
-    layers: int = 1,
-    rnn: str = "lstm",
-    **decoder,
-) -> ModelConfig:
-    """A tiny model; the decoder is sized to take the encoder's last state (init 'last')."""
-    H = 8
-    return ModelConfig.model_validate(
-        {
-            "encoder": {
-                "embedding_size": 6,
-                "hidden_size": H,
-                "rnn": rnn,
-                "num_layers": layers,
-                "bidirectional": bidirectional,
-            },
-            "decoder": {
-                "embedding_size": 6,
-                "hidden_size": H * (2 if bidirectional else 1),
-                "rnn": rnn,
-                "num_layers": layers,
-                "peeky": peeky,
-                "input_feeding": input_feeding,
-                **decoder,
-            },
-            "attention": attention,
-        }
-    )
-
-
-GRID = [
-    (attention, encoder, peeky, feeding)
-    for attention, encoder, peeky, feeding in itertools.product(
-        ATTENTIONS, ENCODERS, (False, True), (False, True)
-    )
-    if not (feeding and attention == "none")  # rejected by the config (tested below)
-]
-
-
-def _ids(case) -> str:
-    attention, (bi, layers, rnn), peeky, feeding = case
-    return (
-        f"{attention}-{'bi' if bi else 'uni'}{layers}{rnn}"
-        f"{'-peeky' if peeky else ''}{'-feed' if feeding else ''}"
-    )
 
 
 def _check_gradients(model, src, src_len, tgt_in, batch):
@@ -88,7 +31,7 @@ def _check_gradients(model, src, src_len, tgt_in, batch):
     return weights
 
 
-@pytest.mark.parametrize("case", GRID, ids=_ids)
+@pytest.mark.parametrize("case", GRID, ids=variant_id)
 @pytest.mark.parametrize("batch", [1, 4])
 def test_forward_backward_and_finite_nonzero_gradients(case, batch):
     attention, (bi, layers, rnn), peeky, feeding = case
@@ -101,7 +44,7 @@ def test_forward_backward_and_finite_nonzero_gradients(case, batch):
         torch.testing.assert_close(weights.sum(-1), torch.ones(batch, 5))
 
 
-@pytest.mark.parametrize("case", GRID, ids=_ids)
+@pytest.mark.parametrize("case", GRID, ids=variant_id)
 def test_step_by_step_equals_teacher_forced(case):
     attention, (bi, layers, rnn), peeky, feeding = case
     torch.manual_seed(1)
@@ -290,8 +233,6 @@ OPTION_SETS = {
 
 @pytest.mark.parametrize("name", list(OPTION_SETS))
 def test_options_work_in_train_translate_and_the_python_api(name, tmp_path, capsys):
-    from test_train import small_config
-
     import jumok
     from jumok.app.cli import main
     from jumok.training.train import train
