@@ -1,17 +1,175 @@
-"""Shared fixtures: tiny models (H=8, V~12) with fixed seeds, so each test runs in seconds."""
+"""Shared fixtures and helpers (test files import helpers with ``from conftest import ...``;
+no test file imports from another ``test_*.py``).
+
+Fixtures: tiny models (H=8, V~12) with fixed seeds, so each test runs in seconds."""
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
-from helpers import budget
 
-from jumok.config import DecoderConfig, EncoderConfig, ModelConfig
+from jumok.checkpoint import load_checkpoint
+from jumok.config import DecoderConfig, EncoderConfig, ModelConfig, load_config
 from jumok.model.seq2seq import Seq2Seq, build_model
 
 SRC_V, TGT_V = 12, 10
+
+ROOT = Path(__file__).resolve().parents[1]
+QUIET = {"log": lambda _: None, "progress": False}
+
+
+# ------------------------------------------------------------------------------- time budgets
+def time_factor() -> float:
+    """``JUMOK_TIME_FACTOR`` (default 1.0): how much slower than a developer's machine this
+    one may be. Read at each call, so a test can set it."""
+    value = os.environ.get("JUMOK_TIME_FACTOR") or "1.0"
+    try:
+        factor = float(value)
+    except ValueError:
+        factor = 0.0
+    if not factor > 0:
+        raise ValueError(f"JUMOK_TIME_FACTOR must be a number above 0, not {value!r}")
+    return factor
+
+
+def budget(seconds: float) -> float:
+    """A wall-clock budget of ``seconds``, widened by ``JUMOK_TIME_FACTOR``."""
+    return seconds * time_factor()
+
+
+# ------------------------------------------------------------------------ small training runs
+def small_config(*extra: str):
+    """The date example at hidden 32 on 1,400 generated pairs, 2 epochs (plus ``extra``)."""
+    return load_config(
+        ROOT / "examples/date.yaml",
+        [
+            "data.generate.size=1400",
+            "data.generate.dev_size=100",
+            "data.generate.test_size=100",
+            "model.encoder.hidden_size=32",
+            "model.decoder.hidden_size=32",
+            "train.epochs=2",
+            "train.batch_size=64",
+            *extra,
+        ],
+    )
+
+
+# One epoch is 19 updates of (up to) 32 pairs: 600 train pairs.
+TINY = (
+    "data.generate.size=700",
+    "data.generate.dev_size=50",
+    "data.generate.test_size=50",
+    "model.encoder.embedding_size=8",
+    "model.decoder.embedding_size=8",
+    "model.encoder.hidden_size=16",
+    "model.decoder.hidden_size=16",
+    "train.epochs=2",
+    "train.batch_size=32",
+    "train.threads=1",
+    "train.examples=0",
+)
+
+
+def tiny_config(*extra: str):
+    """The date example with the ``TINY`` overrides (plus ``extra``): a run of seconds."""
+    return load_config(ROOT / "examples/date.yaml", [*TINY, *extra])
+
+
+# ---------------------------------------------------------------------------- comparing runs
+def digest(directory: Path) -> dict[str, str]:
+    """Every file under ``directory`` (relative path) to its SHA-256."""
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
+
+
+def rows(run_dir: Path) -> list[dict]:
+    """The run's metrics rows without the fields that measure time."""
+    lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    timing = ("epoch_seconds", "elapsed_seconds", "train_tokens_per_second")
+    return [{k: v for k, v in json.loads(line).items() if k not in timing} for line in lines]
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path).state_dict
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """Two runs logged the same metrics and saved the same weights, to the bit."""
+    assert rows(a) == rows(b)
+    for name in ("last.safetensors", "best.safetensors"):
+        wa, wb = weights(a / name), weights(b / name)
+        assert wa.keys() == wb.keys()
+        assert all(torch.equal(wa[k], wb[k]) for k in wa), name
+
+
+# ------------------------------------------------------------------------ model-variant grid
+ATTENTIONS = ["none", "dot", "scaled_dot", "general", "additive"]
+ENCODERS = [  # (bidirectional, num_layers, rnn)
+    (bi, layers, rnn) for bi in (False, True) for layers in (1, 2) for rnn in ("lstm", "gru")
+]
+
+
+def variant(
+    attention: str,
+    peeky: bool = False,
+    input_feeding: bool = False,
+    bidirectional: bool = False,
+    layers: int = 1,
+    rnn: str = "lstm",
+    **decoder,
+) -> ModelConfig:
+    """A tiny model; the decoder is sized to take the encoder's last state (init 'last')."""
+    H = 8
+    return ModelConfig.model_validate(
+        {
+            "encoder": {
+                "embedding_size": 6,
+                "hidden_size": H,
+                "rnn": rnn,
+                "num_layers": layers,
+                "bidirectional": bidirectional,
+            },
+            "decoder": {
+                "embedding_size": 6,
+                "hidden_size": H * (2 if bidirectional else 1),
+                "rnn": rnn,
+                "num_layers": layers,
+                "peeky": peeky,
+                "input_feeding": input_feeding,
+                **decoder,
+            },
+            "attention": attention,
+        }
+    )
+
+
+# attention x encoder x Peeky x input feeding
+GRID = [
+    (attention, encoder, peeky, feeding)
+    for attention, encoder, peeky, feeding in itertools.product(
+        ATTENTIONS, ENCODERS, (False, True), (False, True)
+    )
+    if not (feeding and attention == "none")  # rejected by the config (tested in test_variants)
+]
+
+
+def variant_id(case) -> str:
+    """A GRID case's test id, e.g. ``dot-bi2gru-peeky-feed``."""
+    attention, (bi, layers, rnn), peeky, feeding = case
+    return (
+        f"{attention}-{'bi' if bi else 'uni'}{layers}{rnn}"
+        f"{'-peeky' if peeky else ''}{'-feed' if feeding else ''}"
+    )
 
 
 @pytest.fixture(autouse=True)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import QUIET, digest, small_config
 from fastapi.testclient import TestClient
-from helpers import QUIET, digest, small_config
 from safetensors.torch import save_file
 
 import jumok

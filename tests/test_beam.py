@@ -9,8 +9,7 @@ import math
 
 import pytest
 import torch
-from conftest import SRC_V, TGT_V, random_batch, tiny_model_config
-from helpers import variant
+from conftest import SRC_V, TGT_V, random_batch, tiny_model_config, variant
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

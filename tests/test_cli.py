@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import QUIET, ROOT, digest, small_config
+from conftest import QUIET, ROOT, digest, small_config
 
 from jumok.app.cli import main
 from jumok.training.train import train

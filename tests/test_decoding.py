@@ -8,8 +8,7 @@ import math
 
 import pytest
 import torch
-from conftest import SRC_V, TGT_V, random_batch, tiny_model_config
-from helpers import QUIET, small_config
+from conftest import QUIET, SRC_V, TGT_V, random_batch, small_config, tiny_model_config
 
 import jumok
 from jumok.app.cli import main

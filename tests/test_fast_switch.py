@@ -8,8 +8,7 @@ import math
 
 import pytest
 import torch
-from conftest import SRC_V, TGT_V, random_batch
-from helpers import GRID, QUIET, small_config, variant, variant_id
+from conftest import GRID, QUIET, SRC_V, TGT_V, random_batch, small_config, variant, variant_id
 
 from jumok.decoding import copies
 from jumok.decoding.greedy import greedy

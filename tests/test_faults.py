@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import QUIET, ROOT, TINY, assert_same_run, budget, tiny_config
+from conftest import QUIET, ROOT, TINY, assert_same_run, budget, tiny_config
 
 import jumok.checkpoint
 from jumok.app.cli import main

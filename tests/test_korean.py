@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from helpers import QUIET
+from conftest import QUIET
 
 import jumok
 from jumok.config import validate

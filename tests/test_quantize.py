@@ -6,9 +6,8 @@ import json
 
 import pytest
 import torch
-from conftest import SRC_V, TGT_V, random_batch, tiny_model_config
+from conftest import QUIET, SRC_V, TGT_V, random_batch, small_config, tiny_model_config
 from fastapi.testclient import TestClient
-from helpers import QUIET, small_config
 from torch import nn
 
 import jumok

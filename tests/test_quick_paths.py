@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from helpers import ROOT, small_config
+from conftest import ROOT, small_config
 
 from jumok.data.splits import encode_pairs, iterate_batches, pad
 from jumok.data.synthetic import generate

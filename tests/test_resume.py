@@ -14,7 +14,7 @@ import signal
 
 import pytest
 import torch
-from helpers import ROOT, TINY, assert_same_run, digest, rows, tiny_config
+from conftest import ROOT, TINY, assert_same_run, digest, rows, tiny_config
 
 from jumok.app.cli import main
 from jumok.data.splits import write_pairs

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import QUIET, budget, small_config
 from fastapi.testclient import TestClient
-from helpers import QUIET, budget, small_config
 
 import jumok
 from jumok.app.batcher import DynamicBatcher, QueueFull

@@ -9,8 +9,7 @@ import shutil
 import urllib.request
 
 import pytest
-from conftest import ServeProcess
-from helpers import QUIET, small_config
+from conftest import QUIET, ServeProcess, small_config
 
 from jumok.training.train import train
 

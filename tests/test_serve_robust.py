@@ -10,8 +10,7 @@ import time
 import urllib.request
 
 import pytest
-from conftest import ServeProcess
-from helpers import QUIET, budget, small_config
+from conftest import QUIET, ServeProcess, budget, small_config
 
 from jumok.training.train import train
 

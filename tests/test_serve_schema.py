@@ -4,7 +4,7 @@ client sends, the server answers without a 5xx, and every response matches the s
 from __future__ import annotations
 
 import pytest
-from helpers import QUIET, small_config
+from conftest import QUIET, small_config
 from hypothesis import HealthCheck, given, settings
 
 import jumok

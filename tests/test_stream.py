@@ -8,8 +8,7 @@ import typing
 
 import pytest
 import torch
-from conftest import SRC_V, TGT_V, random_batch
-from helpers import variant
+from conftest import SRC_V, TGT_V, random_batch, variant
 
 from jumok.app.cli import CHOICES
 from jumok.config import DecodeConfig

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from helpers import QUIET
+from conftest import QUIET
 
 import jumok
 from jumok.config import validate

@@ -8,8 +8,7 @@ import time
 
 import pytest
 import torch
-from conftest import tiny_model_config
-from helpers import QUIET, ROOT, budget, digest, small_config
+from conftest import QUIET, ROOT, budget, digest, small_config, tiny_model_config
 
 from jumok.config import load_config
 from jumok.data.splits import encode_pairs, make_batch

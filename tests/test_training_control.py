@@ -8,8 +8,7 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_model_config
-from helpers import QUIET, small_config
+from conftest import QUIET, small_config, tiny_model_config
 
 from jumok.config import TrainConfig
 from jumok.data.splits import batch_order, encode_pairs, make_batch, split_by_tokens

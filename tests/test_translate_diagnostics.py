@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from helpers import small_config
+from conftest import small_config
 
 from jumok.app.cli import main
 from jumok.checkpoint import save_checkpoint

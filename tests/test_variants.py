@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import SRC_V, TGT_V, random_batch
-from helpers import GRID, small_config, variant, variant_id
+from conftest import GRID, SRC_V, TGT_V, random_batch, small_config, variant, variant_id
 
 from jumok.config import ModelConfig
 from jumok.decoding.greedy import greedy

@@ -41,6 +41,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from jumok.fast.step_attention import decoding_under_autocast
+
 
 def masked_softmax(scores_BTS: Tensor, mask_BS: Tensor) -> Tensor:
     """Softmax over source positions with padding at exactly 0.
@@ -99,8 +101,8 @@ class DotAttention(nn.Module):
         check_shapes(queries_BTH, keys_BSH, mask_BS)
         device = queries_BTH.device.type
         precision = contextlib.nullcontext()
-        if keys_BSH.dtype == hs_BSH.dtype == torch.float32 and _decoding_under_autocast(device):
-            # float32 keys and values (Seq2Seq.encode, see decode_in_float32): stay in float32
+        if keys_BSH.dtype == hs_BSH.dtype == torch.float32 and decoding_under_autocast(device):
+            # float32 keys and values (jumok.fast.step_attention.attention_in_float32): stay in float32
             precision = torch.autocast(device, enabled=False)
             queries_BTH = queries_BTH.float()
         with precision:
@@ -108,28 +110,6 @@ class DotAttention(nn.Module):
             weights_BTS = masked_softmax(scores_BTS, mask_BS)
             context_BTC = weights_BTS @ hs_BSH
         return context_BTC, weights_BTS
-
-
-def decode_in_float32(module: nn.Module | None, hs_BSH: Tensor) -> bool:
-    """Whether a decode computes ``module``'s attention in float32 although bf16 autocast is on.
-
-    When decoding on a CPU under bf16 autocast, the dot-product scores and the context of one
-    query per sentence are tiny batched products, and oneDNN runs them slower in bf16 than in
-    float32: inside Multi30k greedy steps (64 sentences, 512-wide states; medians of 236 steps,
-    measured here) 220 + 199 us in bf16 against 123 + 115 us in float32. So :meth:`jumok.model.seq2seq.Seq2Seq.encode` keeps
-    ``hs`` and the keys in float32 then (converted once per batch, not at every step), and the
-    attention runs in float32 on them; the other products stay bf16. Training is unchanged.
-    """
-    return (
-        step_attention(module)
-        and hs_BSH.device.type == "cpu"
-        and _decoding_under_autocast("cpu")
-        and torch.get_autocast_dtype("cpu") == torch.bfloat16
-    )
-
-
-def _decoding_under_autocast(device: str) -> bool:
-    return not torch.is_grad_enabled() and torch.is_autocast_enabled(device)
 
 
 def check_shapes(queries_BTH: Tensor, keys_BSH: Tensor, mask_BS: Tensor) -> None:

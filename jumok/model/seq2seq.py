@@ -10,7 +10,8 @@ from jumok.config import ModelConfig
 from jumok.data.vocab import PAD_ID
 from jumok.fast import enabled as fast_enabled
 from jumok.fast.sliced_loss import StepwiseCrossEntropy, output_cross_entropy
-from jumok.model.attention import decode_in_float32
+from jumok.fast.step_attention import attention_in_float32
+from jumok.model.attention import step_attention
 from jumok.model.decoder import Decoder, DecoderState, Encoded
 from jumok.model.encoder import Encoder
 
@@ -71,9 +72,8 @@ class Seq2Seq(nn.Module):
         S = src_BS.shape[1]
         mask_BS = src_len_B.unsqueeze(1) > torch.arange(S, device=src_BS.device).unsqueeze(0)
         keys_BSH = self.decoder.prepare_keys(hs_BSC)
-        if self.fast and decode_in_float32(
-            self.decoder.attention, hs_BSC
-        ):  # bf16 decoding on a CPU
+        dot_product = step_attention(self.decoder.attention)
+        if self.fast and attention_in_float32(dot_product, hs_BSC):  # bf16 decoding on a CPU
             hs_BSC, keys_BSH = hs_BSC.float(), keys_BSH.float()
         return Encoded(
             hs_BSH=hs_BSC,
