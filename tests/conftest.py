@@ -9,6 +9,9 @@ import hashlib
 import itertools
 import json
 import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -257,3 +260,64 @@ def fast_layer(request, monkeypatch):
     ``pytestmark = pytest.mark.usefixtures("fast_layer")``."""
     monkeypatch.setenv("JUMOK_FAST", "1" if request.param == "fast" else "0")
     return request.param == "fast"
+
+
+# ------------------------------------------------------------------------ the bad-input matrix
+# Each hostile-input test file (test_bad_input*.py) lists Cases; ``assert_refused`` runs one in a
+# ``work`` folder and checks the exit status, the one message and that nothing on disk changed.
+MATRIX_TINY = """\
+data:
+  train: pairs.tsv
+  dev_size: 2
+model:
+  encoder: {embedding_size: 8, hidden_size: 16}
+  decoder: {embedding_size: 8, hidden_size: 16}
+  attention: dot
+train: {epochs: 1, batch_size: 4}
+"""
+MATRIX_PAIRS = "".join(f"abc{i}\tcba{i}\n" for i in range(12))
+
+
+@pytest.fixture(scope="session")
+def matrix_run(tmp_path_factory) -> Path:
+    """A finished date run (one epoch of the small config), trained once per session."""
+    from jumok.training.train import train
+
+    run = tmp_path_factory.mktemp("matrix") / "run"
+    train(small_config("train.epochs=1"), run, **QUIET)
+    return run
+
+
+@pytest.fixture
+def work(tmp_path, matrix_run) -> Path:
+    """A work folder: a finished run (``run/``), a tiny config (``tiny.yaml``) and its data."""
+    shutil.copytree(matrix_run, tmp_path / "run")
+    (tmp_path / "tiny.yaml").write_text(MATRIX_TINY, encoding="utf-8")
+    (tmp_path / "pairs.tsv").write_text(MATRIX_PAIRS, encoding="utf-8")
+    return tmp_path
+
+
+@dataclass
+class Case:
+    name: str
+    make: Callable[[Path], list[str]]  # writes the mistake under the folder, returns the argv
+    says: tuple[str, ...]  # what the one-line message must contain
+
+
+def assert_refused(case: Case, work: Path, capsys) -> None:
+    """``jumok ARGV`` exits non-zero with one ``jumok: error:`` message holding every fragment of
+    ``case.says``, prints no traceback, and leaves every file under ``work`` as it was."""
+    from jumok.app.cli import main
+
+    argv = case.make(work)
+    before = digest(work)
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code != 0, f"{case.name}: exit 0"
+    lines = err.splitlines()
+    assert lines and lines[-1].startswith("jumok: error: ") or lines[0].startswith("jumok: error:")
+    message = "\n".join(line for line in lines if not line.startswith("  warnings.warn"))
+    for fragment in case.says:
+        assert fragment in message, f"{case.name}: {fragment!r} not in {message!r}"
+    assert "Traceback" not in err
+    assert digest(work) == before, f"{case.name}: something on disk changed"

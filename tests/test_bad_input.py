@@ -9,15 +9,15 @@ hashes are taken before the command and compared after it.
 from __future__ import annotations
 
 import json
-import shutil
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import QUIET, digest, small_config
+from conftest import MATRIX_PAIRS as PAIRS
+from conftest import MATRIX_TINY as TINY
+from conftest import QUIET, Case, assert_refused, digest, small_config
 from fastapi.testclient import TestClient
 from safetensors.torch import save_file
 
@@ -25,41 +25,6 @@ import jumok
 from jumok.app.cli import main
 from jumok.app.serve import ServeConfig, create_app
 from jumok.training.train import train
-
-TINY = """\
-data:
-  train: pairs.tsv
-  dev_size: 2
-model:
-  encoder: {embedding_size: 8, hidden_size: 16}
-  decoder: {embedding_size: 8, hidden_size: 16}
-  attention: dot
-train: {epochs: 1, batch_size: 4}
-"""
-PAIRS = "".join(f"abc{i}\tcba{i}\n" for i in range(12))
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("matrix") / "run"
-    train(small_config("train.epochs=1"), run, **QUIET)
-    return run
-
-
-@pytest.fixture
-def work(tmp_path, trained) -> Path:
-    """A work folder: a finished run, a tiny config and its data."""
-    shutil.copytree(trained, tmp_path / "run")
-    (tmp_path / "tiny.yaml").write_text(TINY, encoding="utf-8")
-    (tmp_path / "pairs.tsv").write_text(PAIRS, encoding="utf-8")
-    return tmp_path
-
-
-@dataclass
-class Case:
-    name: str
-    make: Callable[[Path], list[str]]  # writes the mistake under the folder, returns the argv
-    says: tuple[str, ...]  # what the one-line message must contain
 
 
 def config(text: str, name: str = "bad.yaml"):
@@ -299,18 +264,7 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_input_gets_one_clear_message_and_changes_nothing(case, work, capsys):
-    argv = case.make(work)
-    before = digest(work)
-    code = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert code != 0
-    lines = err.splitlines()
-    assert lines and lines[-1].startswith("jumok: error: ") or lines[0].startswith("jumok: error:")
-    message = "\n".join(line for line in lines if not line.startswith("  warnings.warn"))
-    for fragment in case.says:
-        assert fragment in message, f"{case.name}: {fragment!r} not in {message!r}"
-    assert "Traceback" not in err
-    assert digest(work) == before, f"{case.name}: something on disk changed"
+    assert_refused(case, work, capsys)
 
 
 def test_the_matrix_has_at_least_thirty_cases():
@@ -337,8 +291,8 @@ def test_unknown_characters_are_read_as_unk_and_reported(work, capsys):
 
 # ----------------------------------------------------------------------------- server input
 @pytest.fixture(scope="module")
-def client(trained):
-    app = create_app({"run": jumok.load(trained)}, ServeConfig(max_chars=100))
+def client(matrix_run):
+    app = create_app({"run": jumok.load(matrix_run)}, ServeConfig(max_chars=100))
     with TestClient(app) as c:
         yield c
 
@@ -354,8 +308,8 @@ def client(trained):
         (["two\nlines"], 422, "texts[0]", "line break"),
     ],
 )
-def test_server_input_gets_a_4xx_naming_the_text(client, trained, texts, status, field, says):
-    before = digest(trained)
+def test_server_input_gets_a_4xx_naming_the_text(client, matrix_run, texts, status, field, says):
+    before = digest(matrix_run)
     # ensure_ascii: a lone surrogate travels as the escape \ud800, as a client would send it
     body = json.dumps({"texts": texts}, ensure_ascii=True).encode()
     response = client.post(
@@ -364,7 +318,7 @@ def test_server_input_gets_a_4xx_naming_the_text(client, trained, texts, status,
     assert response.status_code == status, response.text
     body = response.json()
     assert body["field"] == field and says in body["detail"]
-    assert digest(trained) == before
+    assert digest(matrix_run) == before
 
 
 def test_server_reads_unknown_characters_as_unk_and_counts_them(client):
