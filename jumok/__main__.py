@@ -1,7 +1,17 @@
-"""``python -m jumok`` runs the command line."""
+"""``python -m jumok`` and the ``jumok`` program: the command line."""
 
 import sys
 
-from jumok.app.cli import main
 
-sys.exit(main())
+def run() -> None:
+    """Run ``jumok``; a Ctrl-C while its modules load ends it like one during a command."""
+    try:
+        from jumok.app.cli import main
+    except KeyboardInterrupt:
+        print("jumok: interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -25,3 +25,7 @@ class RunDirError(JumokError):
 
 class WriteError(JumokError):
     """A file cannot be written (a full disk, no permission); what was on disk is unchanged."""
+
+
+class DivergedError(JumokError):
+    """Training produced a non-finite loss; the files saved before it are kept as they were."""

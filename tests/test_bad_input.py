@@ -17,7 +17,7 @@ import pytest
 import torch
 from conftest import MATRIX_PAIRS as PAIRS
 from conftest import MATRIX_TINY as TINY
-from conftest import QUIET, Case, assert_refused, digest, small_config
+from conftest import QUIET, ROOT, Case, assert_refused, digest, small_config
 from fastapi.testclient import TestClient
 from safetensors.torch import save_file
 
@@ -131,6 +131,18 @@ def eval_lengths(w: Path) -> list[str]:
         "--out",
         str(w / "report"),
     ]
+
+
+def symlink_loop(w: Path) -> list[str]:
+    (w / "l1.tsv").symlink_to("l2.tsv")
+    (w / "l2.tsv").symlink_to("l1.tsv")
+    return _retarget(w, "l1.tsv")
+
+
+def _retarget(w: Path, name: str) -> list[str]:
+    """A config like tiny.yaml whose train file is ``name``."""
+    (w / "r.yaml").write_text(TINY.replace("train: pairs.tsv", f"train: {name}"), encoding="utf-8")
+    return ["train", str(w / "r.yaml"), "--run-dir", str(w / "new")]
 
 
 CASES = [
@@ -259,6 +271,53 @@ CASES = [
         ("none.txt", "not found"),
     ),
     Case("eval files of different lengths", eval_lengths, ("src.txt", "ref.txt")),
+    # ---------------------------------------------------------- outputs, folders, data paths
+    Case(
+        "--output is a directory",
+        lambda w: (
+            (w / "outdir").mkdir()
+            or translate_input(b"Jan 2, 2003\n")(w) + ["--output", str(w / "outdir")]
+        ),
+        ("--output", "outdir", "is a directory"),
+    ),
+    Case(
+        "--output in a missing folder",
+        lambda w: translate_input(b"Jan 2, 2003\n")(w) + ["--output", str(w / "no" / "o.txt")],
+        ("--output", "does not exist"),
+    ),
+    Case(
+        "data check --json is a directory",
+        lambda w: ["data", "check", str(w / "tiny.yaml"), "--json", str(w / "run")],
+        ("--json", "is a directory"),
+    ),
+    Case("a symlink loop as a data path", symlink_loop, ("l1.tsv", "loop of symbolic links")),
+    Case(
+        "a directory as a data path",
+        lambda w: (w / "folder.tsv").mkdir() or _retarget(w, "folder.tsv"),
+        ("folder.tsv", "is a directory"),
+    ),
+    Case(
+        "run dir that cannot be created",
+        lambda w: ["train", str(w / "tiny.yaml"), "--run-dir", str(w / "pairs.tsv" / "r")],
+        ("pairs.tsv", "cannot create the run directory"),
+    ),
+    Case(
+        "eval --out that cannot be created",
+        lambda w: eval_lengths(w)[:-1] + [str(w / "pairs.tsv" / "report")],
+        ("--out", "cannot create the folder"),
+    ),
+    Case(
+        "more generated pairs than the task has",
+        lambda w: [
+            "train",
+            str(ROOT / "examples" / "date.yaml"),
+            "--set",
+            "data.generate.size=2000000",
+            "--run-dir",
+            str(w / "new"),
+        ],
+        ("data.generate.size", "only 170,856 distinct inputs"),
+    ),
 ]
 
 

@@ -120,7 +120,7 @@ def _older_version(path, monkeypatch):
             lambda p, mp: _jumok_file_without_config(p),
             "a jumok checkpoint whose metadata is damaged",
         ),
-        (_older_version, "checkpoint format version '0'; this jumok reads version 1"),
+        (_older_version, "checkpoint format version '0'; this jumok reads versions 1 and 2"),
         (lambda p, mp: p.mkdir(), "a directory; expected a checkpoint file"),
     ],
     ids=["random-bytes", "torch-pickle", "no-config", "older-version", "directory"],

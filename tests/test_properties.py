@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from jumok.config import apply_overrides, load_config, validate
+from jumok.data.inputs import remove_controls
 from jumok.data.readers import read_csv, read_jsonl, read_parallel, read_tsv
 from jumok.data.tokenizers import CharTokenizer, SentencePieceTokenizer
 from jumok.errors import ConfigError, DataError
@@ -36,8 +37,9 @@ def written(text: str, bom: bool, crlf: bool) -> bytes:
 
 
 def expected(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """What a reader keeps: both sides stripped, pairs with an empty side dropped."""
-    stripped = [(s.strip(), t.strip()) for s, t in pairs]
+    """What a reader keeps: control characters other than tab and line breaks removed, both
+    sides stripped, pairs with an empty side dropped."""
+    stripped = [(remove_controls(s)[0].strip(), remove_controls(t)[0].strip()) for s, t in pairs]
     return [(s, t) for s, t in stripped if s and t]
 
 
@@ -50,6 +52,7 @@ def check(read, pairs):
         return
     got, report = read()
     assert got == keep
+    assert all(not remove_controls(s)[1] and not remove_controls(t)[1] for s, t in got)
     assert report.rows == len(pairs)
     assert report.pairs == len(keep) and sum(report.dropped.values()) == len(pairs) - len(keep)
 

@@ -376,3 +376,13 @@ def test_dlfs2_fixed_width_lines_are_stripped(tmp_path):
     path.write_text("16+75  _91  \n52+607 _659 \n", encoding="utf-8")
     pairs, report = read_dlfs2(path)
     assert pairs == [("16+75", "91"), ("52+607", "659")] and report.rows == 2
+
+
+def test_control_characters_are_removed_and_counted(tmp_path):
+    """NUL, escape and the like are removed from training pairs (and counted), as jumok
+    translate and the server treat them; tab and a quoted field's line breaks are kept."""
+    path = tmp_path / "c.tsv"
+    path.write_bytes(b"a\x00b\tc\x1bd\x7f\nplain\tpair\n")
+    pairs, report = read_tsv(path)
+    assert pairs == [("ab", "cd"), ("plain", "pair")]
+    assert report.controls == 3 and "removed 3 control characters" in report.describe()

@@ -47,7 +47,8 @@ def client(translator):
 def test_health_ready_and_models(client, translator):
     assert client.get("/health").json() == {"status": "ok"}
     ready = client.get("/ready")
-    assert ready.status_code == 200 and ready.json() == {"ready": True, "models": ["dates"]}
+    assert ready.status_code == 200
+    assert ready.json() == {"ready": True, "models": ["dates"], "reasons": []}
     body = client.get("/v1/models").json()
     assert body["default"] == "dates"
     [info] = body["models"]
@@ -243,7 +244,7 @@ def run_batcher(jobs, **options):
     """Submit (texts, key) jobs at once to a batcher whose decode records each batch."""
     seen: list[tuple[list[str], str]] = []
 
-    def decode(texts, key):
+    def decode(texts, key, should_stop):
         if "boom" in texts:
             raise ValueError("boom")
         seen.append((list(texts), key))

@@ -10,6 +10,10 @@ its own results back, in order.
 
 With ``enabled=False`` every request is decoded alone, in arrival order, by the same worker:
 the baseline that ``benchmarks/serve_load.py`` compares against.
+
+A caller that stops waiting (its time limit passed, or it hung up) cancels its future. The decode
+function gets a ``should_stop`` callable that turns True once every caller of its batch has gone,
+so a long search stops at its next step instead of decoding for nobody.
 """
 
 from __future__ import annotations
@@ -57,8 +61,10 @@ class DynamicBatcher(Generic[Result]):
     """Collect requests into batches for ``decode(texts, key) -> one result per text``.
 
     Args:
-        decode: runs the model; called in the worker thread with the texts of a batch and the
-            shared key. It must return one result per text, in order.
+        decode: runs the model; called in the worker thread as ``decode(texts, key,
+            should_stop)`` with the texts of a batch, the shared key and a callable that returns
+            True once every caller of the batch has gone (it may then stop and raise). It must
+            return one result per text, in order.
         max_batch_size: most texts in one batch (a single larger request is decoded alone).
         max_wait_ms: how long the first request of a batch waits for company.
         max_queue: most texts waiting; beyond it :meth:`submit` raises :class:`QueueFull`.
@@ -67,7 +73,7 @@ class DynamicBatcher(Generic[Result]):
 
     def __init__(
         self,
-        decode: Callable[[list[str], Any], Sequence[Result]],
+        decode: Callable[[list[str], Any, Callable[[], bool]], Sequence[Result]],
         max_batch_size: int = 64,
         max_wait_ms: float = 5.0,
         max_queue: int = 4096,
@@ -84,6 +90,7 @@ class DynamicBatcher(Generic[Result]):
         self._waiting: collections.deque[_Job] = collections.deque()
         self._arrival: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
+        self._busy_since: float | None = None  # when the decode under way started
         # One thread runs the model: torch already uses every core inside one call, and two
         # concurrent decodes would only fight over them.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jumok-decode")
@@ -117,7 +124,19 @@ class DynamicBatcher(Generic[Result]):
 
     @property
     def waiting_texts(self) -> int:
-        return sum(len(job.texts) for job in self._waiting)
+        """Texts in the queue whose callers still wait (those who left do not fill it)."""
+        return sum(len(job.texts) for job in self._waiting if not job.future.done())
+
+    @property
+    def busy_seconds(self) -> float:
+        """How long the decode under way has run (0 when none is)."""
+        return 0.0 if self._busy_since is None else time.monotonic() - self._busy_since
+
+    @property
+    def oldest_wait_seconds(self) -> float:
+        """How long the oldest request in the queue has waited, its caller gone or not: how far
+        behind the worker is (0 when the queue is empty)."""
+        return time.monotonic() - self._waiting[0].arrived if self._waiting else 0.0
 
     # ------------------------------------------------------------------------------- submit
     async def submit(self, texts: Sequence[str], key: Hashable) -> list[Result]:
@@ -180,9 +199,14 @@ class DynamicBatcher(Generic[Result]):
             return
         texts = [text for job in batch for text in job.texts]
         self.stats.add(len(batch), len(texts))
-        loop = asyncio.get_running_loop()
+
+        def everyone_gone() -> bool:
+            # Read from the worker thread: Future.done() reads one attribute, and a stale
+            # answer only means one more decoding step.
+            return all(job.future.done() for job in batch)
+
         try:
-            results = await loop.run_in_executor(self._executor, self.decode, texts, batch[0].key)
+            results = await self._in_worker(texts, batch[0].key, everyone_gone)
         except Exception as err:  # noqa: BLE001 - handed to the caller(s)
             if len(batch) == 1:
                 _settle(batch[0].future, error=err)
@@ -195,6 +219,16 @@ class DynamicBatcher(Generic[Result]):
         for job in batch:
             _settle(job.future, value=list(results[start : start + len(job.texts)]))
             start += len(job.texts)
+
+    async def _in_worker(self, texts: list[str], key: Hashable, should_stop) -> Sequence[Result]:
+        """``decode`` in the worker thread, timed for :attr:`busy_seconds`."""
+        self._busy_since = time.monotonic()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executor, self.decode, texts, key, should_stop
+            )
+        finally:
+            self._busy_since = None
 
 
 def _settle(future: asyncio.Future, value: Any = None, error: BaseException | None = None) -> None:

@@ -10,6 +10,7 @@ each; what each one does is in :mod:`jumok.app.commands`, and the decoding flags
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -394,10 +395,9 @@ def _add_data(sub) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one jumok command; ``argv`` None means the ``jumok`` program itself (sys.argv)."""
-    runtime.configure()  # the kernel caches, before any model runs
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        runtime.configure()  # the kernel caches, before any model runs
+        args = build_parser().parse_args(argv)
         code = args.func(args)
     except JumokError as err:
         print(f"jumok: error: {err}", file=sys.stderr)
@@ -405,9 +405,29 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("jumok: interrupted", file=sys.stderr)
         code = 130
+    except BrokenPipeError:
+        # The reader of the output went away (``jumok translate ... | head -1``): stop quietly
+        # with the status a program killed by SIGPIPE has (128 + 13), as coreutils do.
+        _discard_stdout()
+        code = 141
+    except MemoryError:
+        print(
+            "jumok: error: out of memory; make the model, the batch, the beam or the input smaller",
+            file=sys.stderr,
+        )
+        code = 2
     if argv is None:
         runtime.quick_exit(code)
     return code
+
+
+def _discard_stdout() -> None:
+    """Point standard output at /dev/null, so that the final flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):
+        pass  # stdout is not a file descriptor (a test's capture): nothing to flush into a pipe
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from jumok.app.decode_flags import decode_options, generate_options, reranker
+from jumok.app.outputs import check_output, make_output_dir, remove_if_empty, write_output
 from jumok.data.inputs import read_lines as read_inputs
 from jumok.errors import ConfigError, DataError
 
@@ -159,6 +160,9 @@ def cmd_translate(args: argparse.Namespace) -> int:
     from jumok.decoding.translator import load
 
     refuse_same_file(args.output, "--output", **{"--input": args.input})  # before any work
+    check_output(args.output, "--output")
+    if args.input == "-" and sys.stdin is None:
+        raise DataError("standard input is closed; give --input FILE or open it")
     started = time.perf_counter()
     translator = load(
         args.run_dir, which=args.checkpoint
@@ -168,7 +172,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     translator.prepare(**options)  # the bf16, int8 or packed copy: part of loading the model
     loaded = time.perf_counter()
     if args.plot is not None:
-        args.plot.mkdir(parents=True, exist_ok=True)
+        make_output_dir(args.plot, "--plot")
     if args.input == "-" and args.output == "-" and sys.stdin.isatty():
         from jumok.app.console import interactive
 
@@ -191,14 +195,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
         lines = [json.dumps(r.to_dict(), ensure_ascii=False) for r in results]
     else:
         lines = format_text(results, opts.n_best)
-    payload = "".join(line + "\n" for line in lines)
-    if args.output == "-":
-        sys.stdout.write(payload)
-        sys.stdout.flush()
-    else:
-        from jumok.checkpoint import atomic_write_text
-
-        atomic_write_text(args.output, payload)
+    write_output(args.output, "".join(line + "\n" for line in lines), "--output")
     if args.format == "jsonl":
         _print_attention_summary(results)
     if args.plot is not None:
@@ -265,10 +262,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
         **decode_options(args),
     }
     options = {k: v for k, v in options.items() if v is not None}
-    report, outputs = evaluate_files(
-        args.run_dir, args.src, args.ref, options, args.checkpoint, rerank=reranker(args)
-    )
-    write_report(out, report, outputs)
+    created = make_output_dir(out, "--out")
+    try:
+        report, outputs = evaluate_files(
+            args.run_dir, args.src, args.ref, options, args.checkpoint, rerank=reranker(args)
+        )
+        write_report(out, report, outputs)
+    except BaseException:
+        remove_if_empty(created)
+        raise
     sys.stdout.write(format_report(report))
     print(f"wrote {out}/report.json, report.md and hypotheses.txt")
     return 0
@@ -346,12 +348,10 @@ def cmd_ladder(args: argparse.Namespace) -> int:
 
 def cmd_data_check(args: argparse.Namespace) -> int:
     """``jumok data check``: print (and with --json write) the report on a config's data."""
-    from jumok.checkpoint import atomic_write_text
     from jumok.config import load_config
     from jumok.data.check import check_data, format_report
 
-    if args.json and not args.json.resolve().parent.is_dir():  # fail before the work, not after
-        raise DataError(f"--json {args.json}: folder {args.json.parent} does not exist")
+    check_output(args.json, "--json")  # fail before the work, not after
     cfg = load_config(args.config, args.overrides)
     files = {"config": args.config}
     for split in ("train", "dev", "test"):
@@ -362,6 +362,6 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     report = check_data(cfg)
     sys.stdout.write(format_report(report))
     if args.json:
-        atomic_write_text(args.json, json.dumps(report, ensure_ascii=False, indent=2) + "\n")
+        write_output(args.json, json.dumps(report, ensure_ascii=False, indent=2) + "\n", "--json")
         print(f"wrote {args.json}")
     return 0

@@ -65,6 +65,14 @@ def config_reference() -> str:
         "path and what was expected. The resolved config is written to `RUN_DIR/config.yaml` and",
         "into every checkpoint. Example: [`examples/date.yaml`](../examples/date.yaml).",
         "",
+        "A config is UTF-8 text of at most 256 KiB. A key given twice in one mapping is refused",
+        "with both lines (YAML would keep the last one silently); anchors and aliases (`&base`,",
+        "`*base`, `<<: *base`) are read, up to 10,000 values stood for by all the aliases of a",
+        "file, so a few hundred bytes cannot expand into gigabytes. The same rules apply to the",
+        "values of `--set` and to the config inside a checkpoint. Every number is finite (`.inf`",
+        "and `.nan` are refused) and every size, count and seed has the upper bound its",
+        "description gives.",
+        "",
     ]
     for path, model in _sections(Config, ""):
         if not path:
@@ -162,7 +170,7 @@ def api_reference() -> str:
         ("one result per text", schemas.Result),
         ("one hypothesis", schemas.HypothesisOut),
         ("GET /v1/models: one model", schemas.ModelInfo),
-        ("every 4xx", schemas.ErrorResponse),
+        ("every error", schemas.ErrorResponse),
     ]:
         lines += _field_table(f"{title} (`{model.__name__}`)", model)
     lines += [

@@ -27,6 +27,13 @@ class ServeConfig(BaseModel):
         "listen on every interface (put a proxy with authentication in front).",
     )
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0 = any free port).")
+    allowed_hosts: str = Field(
+        "",
+        description="More names a request's Host header may give, comma-separated (e.g. "
+        "api.example.com,*.example.org; * = any). Always accepted: the --host address, and "
+        "127.0.0.1, localhost and [::1] for a loopback --host. With --host 0.0.0.0 and no "
+        "names here, any Host is accepted. Others get 400 (DNS rebinding).",
+    )
     batching: bool = Field(
         True,
         description="Decode requests that arrive within --max-wait-ms of each other as one "
@@ -51,7 +58,41 @@ class ServeConfig(BaseModel):
     max_decode_seconds: float = Field(
         60.0,
         gt=0,
-        description="A request whose decoding (queue wait included) takes longer gets 408.",
+        allow_inf_nan=False,
+        description="A request whose decoding (queue wait included) takes longer gets 408, "
+        "and its decoding stops.",
+    )
+    max_request_cost: int = Field(
+        2_000_000,
+        ge=1,
+        description="Most decoding work one request may ask (413 beyond): hypotheses (beam, "
+        "or n_best when sampling) x max_length x source tokens, summed over its texts. The "
+        "default takes one 1,000-token text at beam 5 and max_length 400.",
+    )
+    read_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="A client must send a request's headers within this many seconds of "
+        "connecting (or of its previous response), then its body within as many again; "
+        "otherwise the connection is closed (408 for a slow body).",
+    )
+    keep_alive_seconds: float = Field(
+        5.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Close a kept-alive connection idle this long after a response.",
+    )
+    max_connections: int = Field(
+        256,
+        ge=1,
+        description="Open connections (or requests in progress) at which a new request gets "
+        "503 at once instead of being served.",
+    )
+    access_log: bool = Field(
+        True,
+        description="Log one line per request (--no-access-log: none; warnings and errors "
+        "are still logged).",
     )
 
 
@@ -178,11 +219,16 @@ class Health(BaseModel):
 
 class Ready(BaseModel):
     ready: bool
-    models: list[str]
+    models: list[str] = Field(description="The models whose batchers run.")
+    reasons: list[str] = Field(
+        default_factory=list,
+        description="Why the server is not ready (a batcher stopped, decodes failing, a "
+        "decode or the queue stuck); empty when ready.",
+    )
 
 
 class ErrorResponse(BaseModel):
-    """Every 4xx: one message that names the field and what was expected."""
+    """Every error, 4xx and 500: one message naming the field or header at fault."""
 
     detail: str = Field(description="What was wrong and what was expected.")
     field: str | None = Field(None, description="The request field at fault, e.g. texts[2].")

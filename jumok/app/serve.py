@@ -5,7 +5,8 @@ front of it, and serves:
 
 - ``POST /v1/translate``: texts in, per text the n-best hypotheses (text, scores, tokens and,
   when asked, the attention matrix with its source and output tokens);
-- ``GET /v1/models``, ``GET /health`` (alive), ``GET /ready`` (models loaded, batchers running);
+- ``GET /v1/models``, ``GET /health`` (alive), ``GET /ready`` (models loaded, batchers running,
+  decodes neither failing nor stuck);
 - ``GET /``: a page to type a sentence and look at the attention of each hypothesis;
 - ``GET /docs``: the OpenAPI documentation.
 
@@ -16,18 +17,20 @@ come only from the paths given at start-up; a request can choose one by name, ne
 
 The routes are module-level handlers on :data:`router`; :func:`create_app` wires them to the
 models, whose state they reach through ``request.app.state`` (``served``, ``config``, ``default``).
+What is refused before a route runs (Host, body size and speed, JSON) is in
+:mod:`jumok.app.guards`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib.resources
-import re
+import logging
 import time
 import warnings
 from collections.abc import Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +38,20 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi_offline import FastAPIOffline
-from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from jumok.app.batcher import DynamicBatcher, QueueFull
+from jumok.app.guards import (
+    ApiError,
+    BodyLimit,
+    HostCheck,
+    JsonRoute,
+    TimedH11Protocol,
+    allowed_hosts,
+    field_name,
+)
+from jumok.app.limits import check_cost, check_texts, decode_options
 from jumok.app.schemas import (
-    SERVER_OWNED,
     ErrorResponse,
     Health,
     HypothesisOut,
@@ -53,29 +64,68 @@ from jumok.app.schemas import (
     TranslateResponse,
 )
 from jumok.config import DecodeConfig
-from jumok.data.inputs import text_problem
 from jumok.decoding.translator import Translation, Translator
 from jumok.errors import ConfigError, DataError, JumokError, RunDirError
 
-
-class ApiError(Exception):
-    """A refused request: its HTTP status and the :class:`ErrorResponse` it is answered with."""
-
-    def __init__(self, status: int, detail: str, field: str | None = None):
-        super().__init__(detail)
-        self.status, self.detail, self.field = status, detail, field
+log = logging.getLogger("jumok.serve")
 
 
 # ---------------------------------------------------------------------------- served models
 def _decoder(translator: Translator):
-    """The batcher's decode function: ``translator.translate`` with a request's options."""
+    """The batcher's decode function: ``translator.translate`` with a request's options and
+    whether it wants the attention (the batch key), stopped when every caller has gone."""
 
-    def decode(texts: list[str], options: DecodeConfig) -> list[Translation]:
+    def decode(texts: list[str], key: tuple[DecodeConfig, bool], should_stop) -> list:
+        options, attention = key
         with warnings.catch_warnings():  # unknown characters are reported per result instead
             warnings.simplefilter("ignore")
-            return translator.translate(texts, **options.model_dump())
+            return translator.translate(
+                texts, attention=attention, should_stop=should_stop, **options.model_dump()
+            )
 
     return decode
+
+
+# Not ready after this many internal decode failures in a row (one MemoryError is enough),
+# until a decode succeeds or this many seconds pass without another failure.
+FAILURES_BEFORE_UNREADY = 3
+RECOVERY_SECONDS = 30.0
+
+
+@dataclass
+class DecodeHealth:
+    """A model's internal decode failures (a bug, or memory running out), for ``GET /ready``.
+
+    A request that is refused (4xx) is not a failure. Each failure is logged as one line; the
+    traceback only the first time its exception type is seen, so a failing server cannot fill
+    its log with them.
+    """
+
+    failures: int = 0  # in a row
+    out_of_memory: bool = False
+    last_error: str = ""
+    last_failure: float = 0.0
+    logged: set[str] = field(default_factory=set)
+
+    def failed(self, name: str, err: BaseException) -> None:
+        self.failures += 1
+        self.out_of_memory = isinstance(err, MemoryError)
+        self.last_error = f"{type(err).__name__}: {err}"[:200]
+        self.last_failure = time.monotonic()
+        first = type(err).__name__ not in self.logged
+        self.logged.add(type(err).__name__)
+        log.error("%s: decoding failed: %s", name, self.last_error, exc_info=err if first else None)
+
+    def succeeded(self) -> None:
+        self.failures, self.out_of_memory = 0, False
+
+    def problem(self) -> str | None:
+        """Why the model is degraded, or None."""
+        if time.monotonic() - self.last_failure > RECOVERY_SECONDS:
+            return None
+        if self.out_of_memory or self.failures >= FAILURES_BEFORE_UNREADY:
+            return f"the last {self.failures} decode(s) failed ({self.last_error})"
+        return None
 
 
 @dataclass
@@ -85,6 +135,7 @@ class Served:
     name: str
     translator: Translator
     batcher: DynamicBatcher[Translation]
+    health: DecodeHealth = field(default_factory=DecodeHealth)
 
     @classmethod
     def create(cls, name: str, translator: Translator, config: ServeConfig) -> Served:
@@ -121,65 +172,21 @@ class Served:
             requests=self.batcher.stats.requests,
         )
 
-
-# ------------------------------------------------------------------------------------- checks
-def check_text(index: int, text: str, limits: ServeConfig, translator: Translator) -> None:
-    """Reject what cannot be one sentence, naming ``texts[index]``."""
-    field = f"texts[{index}]"
-    if len(text) > limits.max_chars:
-        raise ApiError(
-            413,
-            f"{field}: {len(text)} characters; this server takes at most {limits.max_chars} "
-            "per text (--max-chars)",
-            field,
-        )
-    problem = text_problem(text)
-    if problem is None and not translator.src_tok.tokenize(text):
-        problem = "the text is empty; expected at least one character"
-    if problem:
-        raise ApiError(422, f"{field}: {problem}", field)
-
-
-def decode_options(request: BaseModel, translator: Translator, limits: ServeConfig):
-    """The request's options merged over the run's decode section, validated and bounded."""
-    asked = {
-        name: getattr(request, name)
-        for name in DecodeConfig.model_fields
-        if name not in SERVER_OWNED and getattr(request, name) is not None
-    }
-    try:
-        options = DecodeConfig.model_validate({**translator.config.decode.model_dump(), **asked})
-    except ValidationError as err:
-        problem = err.errors()[0]
-        message = problem["msg"].removeprefix("Value error, ").replace("decode.", "")
-        # A check across fields (n_best <= beam) has no location: name the first field it cites.
-        cited = [name for name in DecodeConfig.model_fields if re.search(rf"\b{name}\b", message)]
-        field = ".".join(str(p) for p in problem["loc"]) or min(
-            cited, key=message.index, default="decode"
-        )
-        raise ApiError(422, f"{field}: {message}", field) from None
-    if options.beam > limits.max_beam or options.n_best > limits.max_beam:
-        name = "beam" if options.beam > limits.max_beam else "n_best"
-        raise ApiError(
-            422,
-            f"{name}: {getattr(options, name)}; this server allows at most {limits.max_beam} "
-            "(--max-beam)",
-            name,
-        )
-    if options.max_length > limits.max_output_tokens:
-        raise ApiError(
-            422,
-            f"max_length: {options.max_length}; this server allows at most "
-            f"{limits.max_output_tokens} (--max-output-tokens)",
-            "max_length",
-        )
-    if options.replace_unk and not translator.has_attention:
-        raise ApiError(
-            422,
-            "replace_unk: this model has no attention to point at a source token",
-            "replace_unk",
-        )
-    return options
+    def problems(self, limits: ServeConfig) -> list[str]:
+        """Why this model cannot serve now: its batcher stopped, its decodes fail, or a
+        decode or the queue is stuck (past twice --max-decode-seconds: a decode whose callers
+        all timed out stops at its next step). Empty when it is ready."""
+        stuck = 2 * limits.max_decode_seconds
+        found = []
+        if not self.batcher.running:
+            found.append("its batcher is not running")
+        if problem := self.health.problem():
+            found.append(problem)
+        if self.batcher.busy_seconds > stuck:
+            found.append(f"one decode has run {self.batcher.busy_seconds:.1f} s")
+        if self.batcher.oldest_wait_seconds > stuck:
+            found.append(f"a request has waited {self.batcher.oldest_wait_seconds:.1f} s")
+        return [f"{self.name}: {problem}" for problem in found]
 
 
 def _result(t: Translation, with_attention: bool) -> Result:
@@ -210,74 +217,11 @@ def _result(t: Translation, with_attention: bool) -> Result:
     )
 
 
-# ---------------------------------------------------------------------------------------- app
-class BodyLimit:
-    """ASGI middleware: 413 for a body over ``limit`` bytes, declared or as it arrives.
-
-    The body is read here (it is small: at most ``limit``) and replayed to the app, so a
-    chunked upload without a content-length is cut off at the limit too.
-    """
-
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
-            return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await _send_error(send, 413, self._message(int(declared)))
-        body, more = b"", True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":  # the client went away
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > self.limit:
-                return await _send_error(send, 413, self._message(len(body)))
-        replayed = False
-
-        async def replay():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    def _message(self, size: int) -> str:
-        return (
-            f"body: {size} bytes or more; this server takes at most {self.limit} bytes "
-            "(--max-body-bytes)"
-        )
-
-
-async def _send_error(send, status: int, detail: str) -> None:
-    """Answer a raw ASGI request with an :class:`ErrorResponse` for the ``body`` field."""
-    body = ErrorResponse(detail=detail, field="body").model_dump_json().encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", b"%d" % len(body)),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
+# ---------------------------------------------------------------------------------- errors
 def _field_of(loc: tuple) -> str:
     """A validation error's location as a request field name: ``("body", "texts", 2)`` ->
     ``texts[2]``."""
-    parts = [str(p) for p in loc if p != "body"]
-    out = ""
-    for p in parts:
-        out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)
-    return out or "body"
+    return field_name(tuple(p for p in loc if p != "body"))
 
 
 def _short(value: Any) -> str:
@@ -304,25 +248,22 @@ async def http_error(request: Request, err: StarletteHTTPException) -> JSONRespo
 
 
 async def invalid_request(request: Request, err: RequestValidationError) -> JSONResponse:
-    """A body that is not JSON or does not fit the schema: 422 naming the first field at fault."""
+    """A body that does not fit the schema: 422 naming the first field at fault. (A body that
+    is not JSON is refused before, by :class:`~jumok.app.guards.JsonRoute`.)"""
     problems = err.errors()
-    first = problems[0]
-    if first.get("type") == "json_invalid":
-        error = ErrorResponse(detail=_invalid_json(first), field="body")
-    else:
-        error = ErrorResponse(
-            detail=_describe_problems(problems), field=_field_of(tuple(first.get("loc", ())))
-        )
+    error = ErrorResponse(
+        detail=_describe_problems(problems), field=_field_of(tuple(problems[0].get("loc", ())))
+    )
     return JSONResponse(error.model_dump(), 422)
 
 
-def _invalid_json(problem: dict[str, Any]) -> str:
-    """The message for a body that is not JSON: where it broke, and what was expected."""
-    where = problem["loc"][-1] if len(problem.get("loc", ())) > 1 else "?"
-    reason = (problem.get("ctx") or {}).get("error", "not JSON")
-    return (
-        f"body: invalid JSON at character {where} ({reason}); expected an object like "
-        '{"texts": ["a sentence"]}'
+async def internal_error(request: Request, err: Exception) -> JSONResponse:
+    """Anything else that went wrong: 500 with the same body shape, never plain text."""
+    return JSONResponse(
+        ErrorResponse(
+            detail=f"internal error ({type(err).__name__}); the server logged it", field=None
+        ).model_dump(),
+        status_code=500,
     )
 
 
@@ -342,20 +283,23 @@ def _describe_problems(problems: Sequence[dict[str, Any]]) -> str:
 # The route handlers carry comments, not docstrings: FastAPI would publish a docstring as the
 # operation's description in the OpenAPI schema. They reach the served models through
 # request.app.state, which create_app fills: served (name -> Served), default (a name), config.
-router = APIRouter()
+router = APIRouter(route_class=JsonRoute)
 
 WEB = importlib.resources.files("jumok") / "resources" / "web"
 STATIC_TYPES = {"app.js": "text/javascript", "style.css": "text/css"}
 
-# The 4xx answers of POST /v1/translate, as the OpenAPI schema lists them.
+# The error answers of POST /v1/translate, as the OpenAPI schema lists them.
 ERRORS = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in {
+        400: "a Host header that is not a name of this server",
         404: "unknown model name",
-        408: "decoding took longer than --max-decode-seconds",
-        413: "too many texts, a text too long, or a body too large",
+        408: "decoding took longer than --max-decode-seconds, or the body arrived too slowly",
+        413: "too many texts, a text too long, a body too large, or past --max-request-cost",
+        415: "a Content-Type other than application/json",
         422: "a malformed request: the field and what was expected",
         429: "the queue is full; retry later",
+        500: "the decoding failed (a bug, or memory ran out); the server logged it",
     }.items()
 }
 
@@ -366,17 +310,19 @@ async def health() -> Health:
     return Health()
 
 
-# Ready: every model's batcher runs (503 until then, and after shutdown begins).
+# Ready: every model's batcher runs and none is degraded (503 with the reasons otherwise,
+# until start-up ends, after shutdown begins, while decodes fail or one is stuck).
 @router.get(
     "/ready",
     response_model=Ready,
-    responses={503: {"model": Ready, "description": "not ready"}},
-    summary="Models are loaded and their batchers run",
+    responses={503: {"model": Ready, "description": "not ready, and why"}},
+    summary="Models are loaded, their batchers run, and decodes neither fail nor stick",
 )
 async def ready(request: Request):
-    served = request.app.state.served
-    running = [name for name, s in served.items() if s.batcher.running]
-    body = Ready(ready=len(running) == len(served), models=running)
+    state = request.app.state
+    running = [name for name, s in state.served.items() if s.batcher.running]
+    reasons = [r for s in state.served.values() for r in s.problems(state.config)]
+    body = Ready(ready=not reasons, models=running, reasons=reasons)
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 
 
@@ -402,9 +348,10 @@ async def translate(
     state = request.app.state
     name = body.model or state.default
     served = _served_model(state.served, name)
-    _check_texts(body.texts, served.translator, state.config)
+    check_texts(body.texts, served.translator, state.config)
     options = decode_options(body, served.translator, state.config)
-    found = await _decode(served, body.texts, options, state.config)
+    check_cost(body.texts, options, served.translator, state.config)
+    found = await _decode(served, body.texts, (options, body.attention), state.config)
     return TranslateResponse(
         model=name,
         results=[_result(t, body.attention) for t in found],
@@ -421,30 +368,14 @@ def _served_model(served: Mapping[str, Served], name: str) -> Served:
     return served[name]
 
 
-def _check_texts(texts: list[str], translator: Translator, limits: ServeConfig) -> None:
-    """Refuse an empty list, more than --max-texts texts, or a text that is not one sentence."""
-    if not texts:
-        raise ApiError(422, "texts: the list is empty; expected at least one text", "texts")
-    if len(texts) > limits.max_texts:
-        raise ApiError(
-            413,
-            f"texts: {len(texts)} texts; this server takes at most "
-            f"{limits.max_texts} per request (--max-texts)",
-            "texts",
-        )
-    for i, text in enumerate(texts):
-        check_text(i, text, limits, translator)
-
-
 async def _decode(
-    served: Served, texts: list[str], options: DecodeConfig, limits: ServeConfig
+    served: Served, texts: list[str], key: tuple[DecodeConfig, bool], limits: ServeConfig
 ) -> list[Translation]:
-    """Decode ``texts`` through the model's batcher: 429 when its queue is full, 408 past
-    --max-decode-seconds, 422 when the decoding refuses the input."""
+    """Decode ``texts`` through the model's batcher with ``key`` (the options, and whether to
+    build the attention): 429 when its queue is full, 408 past --max-decode-seconds (the
+    decoding then stops), 422 when the decoding refuses the input, 500 when it fails."""
     try:
-        return await asyncio.wait_for(
-            served.batcher.submit(texts, options), limits.max_decode_seconds
-        )
+        found = await asyncio.wait_for(served.batcher.submit(texts, key), limits.max_decode_seconds)
     except QueueFull as err:
         raise ApiError(429, f"texts: the server is busy ({err}); retry later", "texts") from None
     except TimeoutError:
@@ -456,6 +387,15 @@ async def _decode(
         ) from None
     except (DataError, ConfigError) as err:
         raise ApiError(422, str(err), "texts") from None
+    except Exception as err:  # noqa: BLE001 - a bug or no memory: a JSON 500, counted, logged
+        served.health.failed(served.name, err)
+        raise ApiError(
+            500,
+            f"decoding failed ({type(err).__name__}); the server logged it. Retry, or ask for "
+            "less (fewer or shorter texts, a smaller beam or max_length)",
+        ) from None
+    served.health.succeeded()
+    return found
 
 
 # The web page: index.html and its own two files, never a path taken from a request.
@@ -496,16 +436,21 @@ def create_app(models: Mapping[str, Translator], config: ServeConfig | None = No
         title="jumok",
         version=jumok.__version__,
         description="Attention-based sequence-to-sequence models: translate, and see what the "
-        "model attends to. Every 4xx body is an ErrorResponse naming the field.",
+        "model attends to. Every error body is an ErrorResponse naming the field.",
         lifespan=lifespan,
     )
     app.state.served = {name: Served.create(name, t, config) for name, t in models.items()}
     app.state.default = next(iter(models))
     app.state.config = config
-    app.add_middleware(BodyLimit, limit=config.max_body_bytes)
+    # The last added runs first: the Host check, then the body's size and speed.
+    app.add_middleware(BodyLimit, limit=config.max_body_bytes, timeout=config.read_timeout_seconds)
+    hosts = allowed_hosts(config.host, config.allowed_hosts)
+    if hosts is not None:
+        app.add_middleware(HostCheck, allowed=hosts)
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(Exception, internal_error)
     app.include_router(router)
     return app
 
@@ -550,6 +495,24 @@ def load_models(paths: Mapping[str, Path], which: str = "best", device: str = "c
     return models
 
 
+def server_config(app: FastAPI, config: ServeConfig, log_level: str = "info"):
+    """The uvicorn settings for ``app``: the address, the access log, and the connection
+    limits (keep-alive, the header deadline of :class:`~jumok.app.guards.TimedH11Protocol`, the
+    connection cap)."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=config.host,
+        port=config.port,
+        log_level=log_level,
+        access_log=config.access_log,
+        timeout_keep_alive=config.keep_alive_seconds,
+        limit_concurrency=config.max_connections,
+        http=TimedH11Protocol.with_timeout(config.read_timeout_seconds),
+    )
+
+
 def run(models: Mapping[str, Translator], config: ServeConfig, log_level: str = "info") -> None:
     """Serve until interrupted."""
     import uvicorn
@@ -560,7 +523,10 @@ def run(models: Mapping[str, Translator], config: ServeConfig, log_level: str = 
         f"(API docs at /docs)",
         flush=True,
     )
-    uvicorn.run(app, host=config.host, port=config.port, log_level=log_level)
+    server = uvicorn.Server(server_config(app, config, log_level))
+    server.run()
+    if not server.started:  # as uvicorn.run does; uvicorn has logged why
+        raise SystemExit(3)
 
 
 __all__ = [
@@ -574,4 +540,5 @@ __all__ = [
     "load_models",
     "model_names",
     "run",
+    "server_config",
 ]

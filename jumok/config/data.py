@@ -7,7 +7,14 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from jumok.config.base import MAX_SEED
 from jumok.config.base import Frozen as _Frozen
+
+# Pairs generated, held out or held in memory at once: ten million short pairs is about the
+# memory of a laptop, and a hundred times the book's 50,000.
+MAX_PAIRS = 10_000_000
+# Tokens in one sentence: a page of text, far past what an RNN reads in one sequence.
+MAX_TOKENS = 100_000
 
 
 # --------------------------------------------------------------------------------------- data
@@ -20,13 +27,22 @@ class GenerateConfig(_Frozen):
         "'date' (ch. 8, 'september 27, 1994' -> '1994-09-27') or 'addition' (ch. 7, '16+75' -> '91').",
     )
     size: int = Field(
-        50_000, gt=0, description="Number of distinct pairs to generate (train + dev + test)."
+        50_000,
+        gt=0,
+        le=MAX_PAIRS,
+        description="Number of distinct pairs to generate (train + dev + test; at most 10^7, "
+        "held in memory, and at most the distinct inputs the task has: 170,856 dates, 276,048 "
+        "with extra_formats, 10^6 additions).",
     )
     dev_size: int = Field(
-        1_000, ge=0, description="Pairs held out for validation after every epoch."
+        1_000, ge=0, le=MAX_PAIRS, description="Pairs held out for validation after every epoch."
     )
-    test_size: int = Field(5_000, ge=0, description="Pairs held out for the final test.")
-    seed: int = Field(0, description="Seed of the generator and of the split.")
+    test_size: int = Field(
+        5_000, ge=0, le=MAX_PAIRS, description="Pairs held out for the final test."
+    )
+    seed: int = Field(
+        0, ge=0, le=MAX_SEED, description="Seed of the generator and of the split (0 to 2^32 - 1)."
+    )
     extra_formats: bool = Field(
         False,
         description="Date task only: add jumok's own formats beyond the book's (day-first, "
@@ -57,7 +73,13 @@ class TokenizerConfig(_Frozen):
         description="sentencepiece: one model for source and target (shared subwords); false = "
         "one model per side.",
     )
-    vocab_size: int = Field(8000, ge=16, description="sentencepiece: subword vocabulary size.")
+    vocab_size: int = Field(
+        8000,
+        ge=16,
+        le=1_000_000,
+        description="sentencepiece: subword vocabulary size (at most 10^6; the largest "
+        "multilingual models use about 250,000).",
+    )
     model_type: Literal["bpe", "unigram"] = Field(
         "bpe", description="sentencepiece: BPE (Sennrich et al.) or unigram LM (Kudo)."
     )
@@ -116,14 +138,23 @@ class DataConfig(_Frozen):
     shuffle_buffer: int = Field(
         100_000,
         gt=0,
+        le=MAX_PAIRS,
         description="streaming: pairs held (and shuffled) at once; also the sample a "
         "SentencePiece model is trained on.",
     )
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig, description="Tokenization.")
     dev_size: int = Field(
-        1_000, ge=0, description="Pairs held out from data.train when data.dev is not given."
+        1_000,
+        ge=0,
+        le=MAX_PAIRS,
+        description="Pairs held out from data.train when data.dev is not given.",
     )
-    split_seed: int = Field(0, description="Seed of the hold-out split when data.dev is not given.")
+    split_seed: int = Field(
+        0,
+        ge=0,
+        le=MAX_SEED,
+        description="Seed of the hold-out split when data.dev is not given (0 to 2^32 - 1).",
+    )
     reverse_source: bool = Field(
         False,
         description="Feed the source to the encoder in reverse order (Sutskever et al. 2014; the "
@@ -139,6 +170,7 @@ class DataConfig(_Frozen):
     fill_source_to: int | None = Field(
         None,
         gt=0,
+        le=MAX_TOKENS,
         description="Book compatibility (a departure, off by default; jumok masks padding): "
         "append eos tokens to every shorter source up to this many tokens, as the spaces of the "
         "book's fixed-width date.txt and addition.txt (after reverse_source, before the "
@@ -148,12 +180,16 @@ class DataConfig(_Frozen):
     max_source_length: int = Field(
         200,
         gt=0,
-        description="Training pairs whose source is longer (in tokens) are dropped and counted.",
+        le=MAX_TOKENS,
+        description="Training pairs whose source is longer (in tokens) are dropped and counted "
+        "(at most 100000).",
     )
     max_target_length: int = Field(
         200,
         gt=0,
-        description="Training pairs whose target is longer (in tokens) are dropped and counted.",
+        le=MAX_TOKENS,
+        description="Training pairs whose target is longer (in tokens) are dropped and counted "
+        "(at most 100000).",
     )
 
     @model_validator(mode="after")

@@ -6,7 +6,11 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from jumok.config.base import MAX_SEED
 from jumok.config.base import Frozen as _Frozen
+
+# Output tokens per sentence: a long paragraph, far past any sentence an RNN decoder handles.
+MAX_OUTPUT = 10_000
 
 
 # ------------------------------------------------------------------------------------- decode
@@ -14,20 +18,28 @@ class DecodeConfig(_Frozen):
     """Turning a trained model's outputs into text."""
 
     max_length: int = Field(
-        100, gt=0, description="Most output tokens per sentence (eos included)."
+        100,
+        gt=0,
+        le=MAX_OUTPUT,
+        description="Most output tokens per sentence (eos included; at most 10000).",
     )
-    batch_size: int = Field(256, gt=0, description="Sentences decoded together.")
+    batch_size: int = Field(
+        256, gt=0, le=1_000_000, description="Sentences decoded together (at most 10^6)."
+    )
     beam: int = Field(
         1,
         ge=1,
+        le=1000,
         description="Beam size. 1 = greedy search, the lecture's decoder (with a constraint "
-        "below set, a beam of one that applies it).",
+        "below set, a beam of one that applies it). At most 1000, the widest beam studied "
+        "(Koehn and Knowles 2017).",
     )
     n_best: int = Field(
         1,
         ge=1,
+        le=1000,
         description="Hypotheses returned per input, best first (at most decode.beam; with "
-        "decode.sample, the number of samples drawn, duplicates dropped).",
+        "decode.sample, the number of samples drawn, duplicates dropped; at most 1000).",
     )
     length_penalty: Literal["none", "gnmt", "average"] = Field(
         "gnmt",
@@ -35,13 +47,20 @@ class DecodeConfig(_Frozen):
         "of log-probabilities), gnmt (divided by ((5 + length) / 6) ** alpha, Wu et al. 2016) "
         "or average (divided by the length).",
     )
-    alpha: float = Field(1.0, ge=0, description="Exponent of the gnmt length penalty.")
+    alpha: float = Field(
+        1.0,
+        ge=0,
+        le=10,
+        description="Exponent of the gnmt length penalty (Wu et al. tune it in [0, 1]; at most "
+        "10, where the penalty of a long output nears float32's range).",
+    )
     coverage_penalty: float = Field(
         0.0,
         ge=0,
+        le=10,
         description="beta of GNMT's coverage penalty: adds beta * sum over source tokens of "
         "log(min(attention received, 1)), favouring hypotheses that attend to every source "
-        "token (needs attention; 0 = off).",
+        "token (needs attention; 0 = off; Wu et al. tune it in [0, 1], at most 10).",
     )
     stopping: Literal["exact", "current", "first"] = Field(
         "current",
@@ -53,21 +72,30 @@ class DecodeConfig(_Frozen):
         "docs/decoding.md.",
     )
     min_length: int = Field(
-        0, ge=0, description="eos is not allowed before this many output tokens."
+        0,
+        ge=0,
+        le=MAX_OUTPUT,
+        description="eos is not allowed before this many output tokens (at most 10000).",
     )
     min_length_ratio: float = Field(
         0.0,
         ge=0,
-        description="eos is not allowed before ceil(ratio x source tokens) output tokens.",
+        le=100,
+        description="eos is not allowed before ceil(ratio x source tokens) output tokens (at "
+        "most 100: an output a hundred times its source already runs into decode.max_length).",
     )
     max_length_ratio: float | None = Field(
         None,
         gt=0,
+        le=100,
         description="A hypothesis ends (eos forced) at ceil(ratio x source tokens) output "
-        "tokens, eos included, when that is below decode.max_length.",
+        "tokens, eos included, when that is below decode.max_length (at most 100).",
     )
     no_repeat_ngram: int = Field(
-        0, ge=0, description="Never output the same n-gram of this size twice (0 = off)."
+        0,
+        ge=0,
+        le=MAX_OUTPUT,
+        description="Never output the same n-gram of this size twice (0 = off).",
     )
     repetition_penalty: float = Field(
         1.0,
@@ -81,15 +109,29 @@ class DecodeConfig(_Frozen):
         description="Draw decode.n_best outputs from the model's distribution instead of "
         "searching (temperature, top_k, top_p, seed).",
     )
-    temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
-    top_k: int = Field(0, ge=0, description="Sample among the k most likely tokens (0 = all).")
+    temperature: float = Field(
+        1.0,
+        ge=1e-4,
+        le=100,
+        description="Sampling temperature, 0.0001 to 100: at 0.0001 sampling is already greedy "
+        "search, and far smaller values overflow the scaled log-probabilities; at 100 every "
+        "token left by top_k and top_p is about equally likely.",
+    )
+    top_k: int = Field(
+        0,
+        ge=0,
+        le=1_000_000,
+        description="Sample among the k most likely tokens (0 = all; at most 10^6).",
+    )
     top_p: float = Field(
         1.0,
         gt=0,
         le=1,
         description="Sample among the most likely tokens whose probabilities reach p (1 = all).",
     )
-    seed: int = Field(0, description="Seed of sampling.")
+    seed: int = Field(
+        0, ge=0, le=MAX_SEED, description="Seed of sampling, 0 to 2^32 - 1 (as train.seed)."
+    )
     replace_unk: bool = Field(
         False,
         description="Replace each <unk> in the output with the source token it attends to most "

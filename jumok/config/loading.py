@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import difflib
-import io
+import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from jumok.config.strict_yaml import load_yaml, read_config_text
 from jumok.config.tree import Config
 from jumok.errors import ConfigError
 
@@ -21,10 +22,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         ConfigError: naming the file (or ``--set``), the key path and what was expected.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    text = path.read_text(encoding="utf-8-sig")
-    raw = parse_yaml(text, source=str(path))
+    raw = parse_yaml(read_config_text(path), source=str(path))
     raw = apply_overrides(raw, overrides)
     config = validate(raw, source=str(path), overrides=overrides)
     # Relative data paths are relative to the config file, so a config works from any directory.
@@ -32,9 +30,17 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 
 
 def parse_yaml(text: str, source: str) -> dict[str, Any]:
-    """Parse YAML text to a mapping, with the file and line in any error."""
+    """Parse YAML text to a mapping, with the file and line in any error.
+
+    Repeated keys and aliases that multiply the document are refused (:mod:`.strict_yaml`).
+    """
     try:
-        raw = yaml.safe_load(io.StringIO(text))
+        raw = load_yaml(text, source)
+    except yaml.reader.ReaderError as err:
+        line = text.count("\n", 0, err.position) + 1
+        raise ConfigError(
+            f"{source}:{line}: character U+{err.character:04X} is not allowed in YAML text"
+        ) from None
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
@@ -59,7 +65,8 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
         if not sep or not key or any(not part for part in key.split(".")):
             raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. train.lr=3e-4")
         try:
-            value = yaml.safe_load(value_text) if value_text.strip() else None
+            shown = item if len(item) <= 60 else item[:57] + "..."
+            value = load_yaml(value_text, f"--set {shown}") if value_text.strip() else None
         except yaml.YAMLError:
             value = value_text
         node = raw
@@ -111,14 +118,22 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     for name in ("train", "dev", "test"):
         value = getattr(data, name)
         if isinstance(value, tuple):
-            resolved = tuple(v if v.is_absolute() else (base / v).resolve() for v in value)
+            resolved = tuple(v if v.is_absolute() else _absolute(base / v) for v in value)
             if resolved != value:
                 updates[name] = resolved
         elif value is not None and not value.is_absolute():
-            updates[name] = (base / value).resolve()
+            updates[name] = _absolute(base / value)
     if not updates:
         return config
     return config.model_copy(update={"data": data.model_copy(update=updates)})
+
+
+def _absolute(path: Path) -> Path:
+    """``path`` resolved; a symlink loop is left for the reader to report (naming the file)."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):  # Python 3.11 raises RuntimeError for a symlink loop
+        return Path(os.path.abspath(path))
 
 
 def _deep_copy(node: Any) -> Any:

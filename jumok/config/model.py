@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from jumok.config.base import MAX_WIDTH
 from jumok.config.base import Frozen as _Frozen
 
 
@@ -17,12 +18,19 @@ class EncoderConfig(_Frozen):
     the field's toolkits offer (JoeyNMT, OpenNMT-py).
     """
 
-    embedding_size: int = Field(16, gt=0, description="Source embedding size E (book ch. 8: 16).")
+    embedding_size: int = Field(
+        16,
+        gt=0,
+        le=MAX_WIDTH,
+        description="Source embedding size E (book ch. 8: 16; at most 16384, twice the widest "
+        "recurrent layer published).",
+    )
     hidden_size: int = Field(
         256,
         gt=0,
-        description="RNN hidden size per direction (book ch. 8: 256). A bidirectional encoder's "
-        "states hs are twice this size.",
+        le=MAX_WIDTH,
+        description="RNN hidden size per direction (book ch. 8: 256; at most 16384). A "
+        "bidirectional encoder's states hs are twice this size.",
     )
     rnn: Literal["lstm", "gru"] = Field("lstm", description="Recurrent cell (book: LSTM).")
     num_layers: int = Field(1, gt=0, le=8, description="Stacked RNN layers (book: 1).")
@@ -41,12 +49,19 @@ class EncoderConfig(_Frozen):
 class DecoderConfig(_Frozen):
     """The decoder: embedding + RNN + attention at every step + output layer over [context; h]."""
 
-    embedding_size: int = Field(16, gt=0, description="Target embedding size E (book ch. 8: 16).")
+    embedding_size: int = Field(
+        16,
+        gt=0,
+        le=MAX_WIDTH,
+        description="Target embedding size E (book ch. 8: 16; at most 16384).",
+    )
     hidden_size: int = Field(
         256,
         gt=0,
-        description="RNN hidden size H. With init 'last' it must equal the encoder's state size; "
-        "with dot attention it must equal the size of hs.",
+        le=2 * MAX_WIDTH,
+        description="RNN hidden size H (at most 32768: it may match a bidirectional encoder's "
+        "states). With init 'last' it must equal the encoder's state size; with dot attention "
+        "it must equal the size of hs.",
     )
     rnn: Literal["lstm", "gru"] = Field("lstm", description="Recurrent cell (book: LSTM).")
     num_layers: int = Field(1, gt=0, le=8, description="Stacked RNN layers (book: 1).")
@@ -126,8 +141,10 @@ class ModelConfig(_Frozen):
     init_range: float = Field(
         0.1,
         gt=0,
-        description="Half-width of the interval of init 'uniform' (OpenNMT-py's param_init); "
-        "unused by the other inits.",
+        le=1,
+        description="Half-width of the interval of init 'uniform' (OpenNMT-py's param_init; at "
+        "most 1, beyond which every tanh and sigmoid starts saturated); unused by the other "
+        "inits.",
     )
 
     @model_validator(mode="before")

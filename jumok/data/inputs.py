@@ -3,6 +3,7 @@ request), each checked on its own, with errors that name the line."""
 
 from __future__ import annotations
 
+import re
 import sys
 import unicodedata
 from pathlib import Path
@@ -10,6 +11,19 @@ from pathlib import Path
 from jumok.errors import DataError
 
 MAX_INPUT_CHARS = 10_000
+# Unicode's control characters (category Cc: U+0000-U+001F, U+007F-U+009F) except tab and the
+# line breaks LF and CR (a quoted CSV field may hold several lines)
+_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def remove_controls(text: str) -> tuple[str, int]:
+    """``text`` without its control characters (tab and line breaks excepted), and how many
+    were removed.
+
+    NUL, escape, a stray carriage return and the like are signs of a binary or mangled file, not
+    of language: training data, ``jumok translate`` and the server treat them alike.
+    """
+    return _CONTROLS.subn("", text)
 
 
 def text_problem(text: str) -> str | None:

@@ -9,7 +9,8 @@ Four formats, each read line by line (so a corpus larger than memory can be stre
 * ``jsonl``: one JSON object per line, fields chosen by name or dotted path
   (``translation.en`` for ``{"translation": {"en": ..., "de": ...}}``).
 
-Every file is UTF-8 with or without a BOM, LF or CRLF. Fields lose their surrounding whitespace.
+Every file is UTF-8 with or without a BOM, LF or CRLF. Fields lose their surrounding whitespace
+and their control characters (other than tab and line breaks; counted).
 A row whose source or target is then empty, or a blank line (nothing but whitespace), is dropped
 and counted in :class:`ReadReport`, never silently. Anything malformed raises
 :class:`~jumok.errors.DataError` as ``FILE:LINE: what is wrong, what was expected``.
@@ -23,13 +24,16 @@ from __future__ import annotations
 
 import csv
 import difflib
+import errno
 import itertools
 import json
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
 
+from jumok.data.inputs import remove_controls
 from jumok.errors import DataError
 
 Pair = tuple[str, str]
@@ -54,11 +58,18 @@ class ReadReport:
     path: str
     rows: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
+    controls: int = 0  # control characters removed from the pairs kept (see remove_controls)
 
     @property
     def pairs(self) -> int:
         """Number of pairs kept."""
         return self.rows - sum(self.dropped.values())
+
+    def clean(self, text: str) -> str:
+        """``text`` without control characters (counted)."""
+        text, removed = remove_controls(text)
+        self.controls += removed
+        return text
 
     def drop(self, reason: str) -> None:
         """Count one dropped row under ``reason``."""
@@ -70,6 +81,8 @@ class ReadReport:
         if self.dropped:
             reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(self.dropped.items()))
             line += f" (dropped: {reasons})"
+        if self.controls:
+            line += f"; removed {_count(self.controls, 'control character')}"
         return line
 
 
@@ -110,7 +123,7 @@ def _keep_nonempty(rows: Iterator[Pair | None], report: ReadReport) -> Iterator[
         if row is None:
             report.drop(BLANK_LINE)
             continue
-        source, target = row[0].strip(), row[1].strip()
+        source, target = report.clean(row[0]).strip(), report.clean(row[1]).strip()
         if not source or not target:
             report.drop(EMPTY_SIDE)
             continue
@@ -122,16 +135,24 @@ def _keep_nonempty(rows: Iterator[Pair | None], report: ReadReport) -> Iterator[
 
 
 def _counted(rows: Iterator[Pair], report: ReadReport) -> Iterator[Pair]:
-    """The pairs of ``rows`` unchanged, each counted as a row (nothing is dropped)."""
+    """The pairs of ``rows``, each counted as a row (nothing is dropped; control characters are
+    removed)."""
     for row in rows:
         report.rows += 1
-        yield row
+        yield report.clean(row[0]), report.clean(row[1])
 
 
 # -------------------------------------------------------------------------------------- lines
 def _require_file(path: Path, missing: str = "file not found") -> None:
     """Fail before streaming starts rather than at the first ``next``."""
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory; expected a file")
     if not path.exists():
+        try:
+            os.stat(path)
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                missing = "a loop of symbolic links; expected a file"
         raise DataError(f"{path}: {missing}")
 
 
@@ -560,11 +581,8 @@ _STREAMS: dict[str, Callable[..., PairStream]] = {
 
 
 def iter_pairs(kind: str, **kwargs: object) -> PairStream:
-    """Stream the pairs of a corpus lazily, line by line, with the same checks as the readers.
-
-    Args:
-        kind: ``tsv``, ``csv``, ``parallel`` or ``jsonl``.
-        **kwargs: the arguments of the matching ``read_*`` function.
+    """Stream the pairs of a corpus lazily, line by line, with the same checks as the readers
+    (``kind``: one of :data:`READER_KINDS`; ``kwargs``: those of the matching ``read_*``).
 
     Returns:
         An iterator of pairs whose ``report`` attribute is complete once it is exhausted. A

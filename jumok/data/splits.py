@@ -115,7 +115,7 @@ def read_split(cfg: DataConfig, path: Path | tuple[Path, Path], notes: list[str]
     """Read one split with the reader ``data.format`` names; what was dropped goes to ``notes``."""
     stream = stream_split(cfg, path)
     pairs = list(stream)
-    if stream.report.dropped:
+    if stream.report.dropped or stream.report.controls:
         notes.append(stream.report.describe())
     return pairs
 
@@ -151,7 +151,10 @@ def load_splits(cfg: DataConfig) -> Splits:
     """
     if cfg.generate is not None:
         gen = cfg.generate
-        pairs = synthetic.generate(gen.task, gen.size, gen.seed, gen.extra_formats)
+        try:
+            pairs = synthetic.generate(gen.task, gen.size, gen.seed, gen.extra_formats)
+        except ValueError as err:
+            raise ConfigError(f"data.generate.size: {err}") from None
         parts = synthetic.split(pairs, gen.dev_size, gen.test_size, gen.seed)
         splits = Splits(parts["train"], parts["dev"], parts["test"])
         splits.notes.append(

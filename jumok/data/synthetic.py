@@ -92,8 +92,39 @@ def addition_pair(rng: random.Random) -> Pair:
     return f"{a}+{b}", str(a + b)
 
 
+def capacity(task: str, extra_formats: bool = False) -> int:
+    """How many distinct sources ``task`` has: no ``size`` beyond it can be generated.
+
+    Dates are counted by writing every day in every format and case (a quarter of a second):
+    some spellings coincide (``May 1, 2000`` is both ``Month D, YYYY`` and ``Mon D, YYYY``).
+    """
+    if task == "addition":
+        return 1000 * 1000
+    formats = BOOK_FORMATS + (EXTRA_FORMATS if extra_formats else [])
+    days = [FIRST_DAY + dt.timedelta(days=n) for n in range((LAST_DAY - FIRST_DAY).days + 1)]
+    spellings = {
+        case(fmt(day)) if has_letters else fmt(day)
+        for fmt, has_letters in formats
+        for case in _CASES
+        for day in days
+    }
+    return len(spellings)
+
+
 def generate(task: str, size: int, seed: int, extra_formats: bool = False) -> list[Pair]:
-    """``size`` pairs with distinct sources, reproducible from ``seed``."""
+    """``size`` pairs with distinct sources, reproducible from ``seed``.
+
+    Raises:
+        ValueError: ``size`` exceeds the task's :func:`capacity`, or the draws stop finding new
+            sources (an unknown task).
+    """
+    if task in ("date", "addition") and size > 100_000:  # small sizes always fit: skip the count
+        most = capacity(task, extra_formats)
+        if size > most:
+            raise ValueError(
+                f"{size:,} distinct {task} pairs asked for, but the {task} task has only "
+                f"{most:,} distinct inputs; ask for at most that many"
+            )
     rng = random.Random(seed)
     span = (LAST_DAY - FIRST_DAY).days
     seen: set[str] = set()

@@ -49,6 +49,7 @@ from jumok.decoding.constraints import (
 )
 from jumok.decoding.hypothesis import Hypothesis, Waiting
 from jumok.decoding.prune import prune, prune_chunked
+from jumok.decoding.stop import StopCheck, check
 from jumok.decoding.trace import Trace
 from jumok.model.seq2seq import Encoded, Seq2Seq
 
@@ -479,16 +480,20 @@ def _attach_attention(sentences: list[_Sentence], trace: Trace) -> None:
 
 @torch.no_grad()
 def beam_search(
-    model: Seq2Seq, src_BS: Tensor, src_len_B: Tensor, opts: BeamOptions
+    model: Seq2Seq,
+    src_BS: Tensor,
+    src_len_B: Tensor,
+    opts: BeamOptions,
+    should_stop: StopCheck | None = None,
 ) -> list[list[Hypothesis]]:
-    """Decode a padded batch with beam search.
+    """Decode a padded batch with beam search (``should_stop``: see :func:`beam_stream`).
 
     Returns:
         For each sentence, its ``n_best`` hypotheses, best first by the length- (and
         coverage-) normalised score; each carries tokens, total and per-token log-probabilities
         and its attention matrix (output tokens x real source tokens).
     """
-    return beam_stream(model, [(src_BS, src_len_B)], opts, slots=src_BS.shape[0])[0]
+    return beam_stream(model, [(src_BS, src_len_B)], opts, src_BS.shape[0], should_stop)[0]
 
 
 def streamable(opts: BeamOptions) -> bool:
@@ -499,7 +504,11 @@ def streamable(opts: BeamOptions) -> bool:
 
 @torch.no_grad()
 def beam_stream(
-    model: Seq2Seq, batches: list[tuple[Tensor, Tensor]], opts: BeamOptions, slots: int
+    model: Seq2Seq,
+    batches: list[tuple[Tensor, Tensor]],
+    opts: BeamOptions,
+    slots: int,
+    should_stop: StopCheck | None = None,
 ) -> list[list[list[Hypothesis]]]:
     """Beam search over many batches with ``slots`` sentences searched side by side; when a
     sentence stops, the next waiting one takes its K rows.
@@ -508,15 +517,22 @@ def beam_stream(
     batch after batch instead, a batch's last steps carry only its slowest sentences, at a
     cost per row several times that of a full step.
 
+    ``should_stop`` is asked before every step; True stops the search
+    (:class:`~jumok.decoding.stop.DecodingStopped`).
+
     Returns:
         For each batch, for each sentence, its ``n_best`` hypotheses (see :func:`beam_search`).
     """
     whole = len(batches) == 1 and slots >= batches[0][0].shape[0]
     if not streamable(opts) and not whole:  # each batch whole: no sentence joins later
-        return [beam_search(model, src_BS, src_len_B, opts) for src_BS, src_len_B in batches]
+        return [
+            beam_search(model, src_BS, src_len_B, opts, should_stop)
+            for src_BS, src_len_B in batches
+        ]
     waiting = Waiting(model, batches)
     beam = BeamState.start(waiting, slots, opts)
     while True:
+        check(should_stop)
         logp_NV = beam.next_logp(model)  # expand, adjust
         beam.close_full(logp_NV)  # sentences at max_length end here
         best_B2K = prune(beam.scores_N, logp_NV, beam.width, opts.beam_size)

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from jumok.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from jumok.checkpoint import Checkpoint, load_checkpoint, load_weights, save_checkpoint
 from jumok.errors import ConfigError
 from jumok.model.seq2seq import Encoded, Seq2Seq, build_model
 
@@ -153,11 +153,13 @@ def average_checkpoints(paths: Sequence[str | Path], out: str | Path) -> Checkpo
     for ckpt, name in zip(checkpoints[1:], names[1:], strict=True):
         if ckpt.config.model != first.config.model:
             raise ConfigError(f"{name}: its model section differs from {names[0]}'s")
+    model = build_model(first.config.model, len(first.src_vocab), len(first.tgt_vocab))
+    for ckpt in checkpoints:  # each must fit the model, or the mean has no meaning
+        load_weights(model, ckpt)
     mean = {
         key: torch.stack([c.state_dict[key].double() for c in checkpoints]).mean(0).to(value.dtype)
         for key, value in first.state_dict.items()
     }
-    model = build_model(first.config.model, len(first.src_vocab), len(first.tgt_vocab))
     model.load_state_dict(mean)
     info = {"averaged": names, **{k: v for k, v in first.info.items() if k in ("epoch", "step")}}
     save_checkpoint(out, model, first.config, first.src_vocab, first.tgt_vocab, info, first.files)

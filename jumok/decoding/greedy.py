@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from jumok.data.vocab import BOS_ID, EOS_ID, PAD_ID
 from jumok.decoding.hypothesis import Hypothesis, Waiting, collect
+from jumok.decoding.stop import StopCheck, check
 from jumok.model.seq2seq import Seq2Seq
 
 
@@ -25,7 +26,13 @@ def most_likely(logits_NV: Tensor) -> tuple[Tensor, Tensor]:
 
 
 @torch.no_grad()
-def greedy(model: Seq2Seq, src_BS: Tensor, src_len_B: Tensor, max_length: int) -> list[Hypothesis]:
+def greedy(
+    model: Seq2Seq,
+    src_BS: Tensor,
+    src_len_B: Tensor,
+    max_length: int,
+    should_stop: StopCheck | None = None,
+) -> list[Hypothesis]:
     """Pick the most likely token at every step, for a whole padded batch at once.
 
     Args:
@@ -33,6 +40,8 @@ def greedy(model: Seq2Seq, src_BS: Tensor, src_len_B: Tensor, max_length: int) -
         src_BS: right-padded source ids, as the model sees them (already reversed if so trained).
         src_len_B: real lengths.
         max_length: most output tokens per sentence, eos included.
+        should_stop: asked before every step; True stops the search
+            (:class:`~jumok.decoding.stop.DecodingStopped`).
 
     Returns:
         One :class:`Hypothesis` per sentence, in batch order.
@@ -47,6 +56,7 @@ def greedy(model: Seq2Seq, src_BS: Tensor, src_len_B: Tensor, max_length: int) -
     logp_BT = torch.zeros(B, max_length, device=device)
     weights_BTS = None
     for step in range(max_length):
+        check(should_stop)
         logits_NV, state, weights_NS = model.decode_step(tokens_N, state, enc)
         logp_N, tokens_N = most_likely(logits_NV)
         ids_BT[rows_N, step] = tokens_N
@@ -69,7 +79,11 @@ def greedy(model: Seq2Seq, src_BS: Tensor, src_len_B: Tensor, max_length: int) -
 
 @torch.no_grad()
 def greedy_stream(
-    model: Seq2Seq, batches: Sequence[tuple[Tensor, Tensor]], max_length: int, slots: int
+    model: Seq2Seq,
+    batches: Sequence[tuple[Tensor, Tensor]],
+    max_length: int,
+    slots: int,
+    should_stop: StopCheck | None = None,
 ) -> list[list[Hypothesis]]:
     """Greedy search over many batches with ``slots`` sentences decoded side by side, the place
     of each finished sentence taken at once by the next waiting one.
@@ -84,6 +98,8 @@ def greedy_stream(
         batches: (src_BS, src_len_B) pairs, as :func:`greedy` takes them; each is encoded when
             its first sentence is needed.
         slots: sentences in flight (the decoding batch size).
+        should_stop: asked before every step; True stops the search
+            (:class:`~jumok.decoding.stop.DecodingStopped`).
 
     Returns:
         For each batch, one :class:`Hypothesis` per sentence, in batch order.
@@ -96,6 +112,7 @@ def greedy_stream(
     length_N = torch.zeros_like(tokens_N)
     steps: list[tuple[Tensor, Tensor, Tensor, Tensor | None]] = []  # (ids, tokens, logp, weights)
     while len(id_N):
+        check(should_stop)
         logits_NV, state, weights_NS = model.decode_step(tokens_N, state, enc)
         logp_N, tokens_N = most_likely(logits_NV)
         steps.append((id_N, tokens_N, logp_N, None if weights_NS is None else weights_NS.float()))

@@ -21,6 +21,7 @@ from jumok.data.vocab import BOS_ID, EOS_ID
 from jumok.decoding.constraints import BeamOptions, adjust, length_limits
 from jumok.decoding.hypothesis import Hypothesis
 from jumok.decoding.hypothesis import collect as _collect
+from jumok.decoding.stop import StopCheck, check
 from jumok.model.seq2seq import Seq2Seq
 
 
@@ -84,11 +85,14 @@ def sample(
     src_len_B: Tensor,
     opts: SamplingOptions,
     constraints: BeamOptions,
+    should_stop: StopCheck | None = None,
 ) -> list[list[Hypothesis]]:
     """Draw ``opts.samples`` outputs per sentence.
 
     Args:
         constraints: the length limits, no_repeat_ngram and repetition_penalty are used.
+        should_stop: asked before every step; True stops the draw
+            (:class:`~jumok.decoding.stop.DecodingStopped`).
 
     Returns:
         For each sentence, its distinct samples, best score first.
@@ -105,6 +109,7 @@ def sample(
     limits_N = tuple(x.to(device)[rows_N] for x in length_limits(src_len_B.cpu(), constraints))
     logps, weights = [], []
     for step in range(constraints.max_length):
+        check(should_stop)
         logits_NV, state, weights_NS = model.decode_step(tokens_N, state, enc)
         logp_NV = logits_NV.log_softmax(-1, dtype=torch.float32)
         allowed_NV = adjust(logp_NV, history_NT, step, constraints, limits_N)

@@ -18,26 +18,34 @@ from jumok.decoding.beam import BeamOptions, beam_search, beam_stream
 from jumok.decoding.greedy import greedy, greedy_stream
 from jumok.decoding.hypothesis import Hypothesis
 from jumok.decoding.sampling import SamplingOptions, sample
+from jumok.decoding.stop import StopCheck
 from jumok.model.seq2seq import Seq2Seq
 
 
 def search_batches(
-    model: Seq2Seq, batches: Sequence[tuple[Tensor, Tensor]], cfg: DecodeConfig
+    model: Seq2Seq,
+    batches: Sequence[tuple[Tensor, Tensor]],
+    cfg: DecodeConfig,
+    should_stop: StopCheck | None = None,
 ) -> list[list[list[Hypothesis]]]:
     """:func:`run_search` over many batches: for each batch, for each sentence, its hypotheses.
 
     Greedy and beam search stream the batches through ``cfg.batch_size`` slots
     (:func:`greedy_stream`, :func:`jumok.decoding.beam.beam_stream`); sampling decodes batch after
-    batch.
+    batch. ``should_stop`` is asked before every step of every search; True stops them all
+    (:class:`~jumok.decoding.stop.DecodingStopped`).
     """
     if not batches:
         return []
     if _plain_greedy(cfg):
-        found = greedy_stream(model, batches, cfg.max_length, cfg.batch_size)
+        found = greedy_stream(model, batches, cfg.max_length, cfg.batch_size, should_stop)
         return [[[h] for h in hyps] for hyps in found]
     if cfg.sample:
-        return [run_search(model, src_BS, src_len_B, cfg) for src_BS, src_len_B in batches]
-    return beam_stream(model, list(batches), BeamOptions.from_decode(cfg), cfg.batch_size)
+        return [
+            run_search(model, src_BS, src_len_B, cfg, should_stop) for src_BS, src_len_B in batches
+        ]
+    options = BeamOptions.from_decode(cfg)
+    return beam_stream(model, list(batches), options, cfg.batch_size, should_stop)
 
 
 def _plain_greedy(cfg: DecodeConfig) -> bool:
@@ -59,19 +67,24 @@ def _plain_greedy(cfg: DecodeConfig) -> bool:
 
 
 def run_search(
-    model: Seq2Seq, src_BS: Tensor, src_len_B: Tensor, cfg: DecodeConfig
+    model: Seq2Seq,
+    src_BS: Tensor,
+    src_len_B: Tensor,
+    cfg: DecodeConfig,
+    should_stop: StopCheck | None = None,
 ) -> list[list[Hypothesis]]:
     """Decode a batch the way ``cfg`` asks: greedy, beam or sampling.
 
     Greedy search (the lecture's) runs when the beam is 1 and no constraint is set; with a
-    constraint, a beam of one applies it.
+    constraint, a beam of one applies it. ``should_stop``: see :func:`search_batches`.
 
     Returns:
         For each sentence, its hypotheses, best first.
     """
     if cfg.sample:
         constraints = BeamOptions.from_decode(cfg)
-        return sample(model, src_BS, src_len_B, SamplingOptions.from_decode(cfg), constraints)
+        options = SamplingOptions.from_decode(cfg)
+        return sample(model, src_BS, src_len_B, options, constraints, should_stop)
     if _plain_greedy(cfg):
-        return [[h] for h in greedy(model, src_BS, src_len_B, cfg.max_length)]
-    return beam_search(model, src_BS, src_len_B, BeamOptions.from_decode(cfg))
+        return [[h] for h in greedy(model, src_BS, src_len_B, cfg.max_length, should_stop)]
+    return beam_search(model, src_BS, src_len_B, BeamOptions.from_decode(cfg), should_stop)

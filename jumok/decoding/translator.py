@@ -21,7 +21,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from jumok.checkpoint import Checkpoint, load_checkpoint
+from jumok.checkpoint import Checkpoint, check_vocab_file, load_checkpoint, load_weights
 from jumok.config import Config, DecodeConfig, format_validation_error
 from jumok.data.splits import encode_pairs, encoder_order, iterate_batches, pad
 from jumok.data.tokenizers import CharTokenizer, Tokenizer, tokenizers_from_files
@@ -31,6 +31,7 @@ from jumok.decoding import copies
 from jumok.decoding.diagnostics import AttentionDiagnostics, diagnose
 from jumok.decoding.hypothesis import Hypothesis
 from jumok.decoding.search import run_search, search_batches
+from jumok.decoding.stop import StopCheck
 from jumok.errors import ConfigError, DataError, RunDirError
 from jumok.fast import packing
 from jumok.model.seq2seq import Seq2Seq, build_model
@@ -246,6 +247,9 @@ class Translator:
         max_length: int | None = None,
         batch_size: int | None = None,
         rerank: Reranker | None = None,
+        *,
+        attention: bool = True,
+        should_stop: StopCheck | None = None,
         **options: Any,
     ) -> list[Translation]:
         """Translate each text.
@@ -254,6 +258,12 @@ class Translator:
             max_length, batch_size, **options: any ``decode.*`` field for this call (e.g.
                 ``beam=5, n_best=3``); the run's ``decode`` section gives the rest.
             rerank: reorder each n-best by an MMI score (:class:`Reranker`).
+            attention: return each hypothesis's attention matrix as lists of floats. False
+                leaves every ``attention`` None: for the n-best of long texts the lists take far
+                more memory than the search itself (16 hypotheses x 400 tokens x 1,000 source
+                tokens are 6.4 million Python floats).
+            should_stop: asked before every decoding step; when it returns True the search
+                stops (a server stops the request of a caller that has gone).
 
         Returns:
             One :class:`Translation` per text, in order; its ``hypotheses`` hold the n-best.
@@ -261,6 +271,7 @@ class Translator:
         Raises:
             DataError: a text is empty.
             ConfigError: an option is unknown or out of range.
+            jumok.decoding.stop.DecodingStopped: ``should_stop`` returned True.
         """
         if isinstance(texts, str):
             raise TypeError("translate() takes a list of strings; wrap a single text in a list")
@@ -272,7 +283,7 @@ class Translator:
             )
         src_tokens, encoded = self._encode(texts)
         self._warn_unknown(src_tokens, encoded)
-        found = self._search(src_tokens, encoded, opts)
+        found = self._search(src_tokens, encoded, opts, attention, should_stop)
         if rerank is not None:
             rerank.apply(texts, [candidates for _, candidates in found])
         return [
@@ -295,10 +306,16 @@ class Translator:
         return src_tokens, [self.src_vocab.encode(tokens) for tokens in src_tokens]
 
     def _search(
-        self, src_tokens: list[list[str]], encoded: list[TokenIds], opts: DecodeConfig
+        self,
+        src_tokens: list[list[str]],
+        encoded: list[TokenIds],
+        opts: DecodeConfig,
+        attention: bool = True,
+        should_stop: StopCheck | None = None,
     ) -> list[tuple[list[str], list[Candidate]]]:
         """Decode every input: for each, in the inputs' order, the tokens its attention
-        columns stand for and its n-best candidates.
+        columns stand for and its n-best candidates (``attention``, ``should_stop``: see
+        :meth:`translate`).
 
         Inputs are decoded in order of length so that batches carry little padding.
         """
@@ -313,13 +330,14 @@ class Translator:
             for b in rows
         ]
         with self._autocast(opts.precision):
-            found_batches = search_batches(model, batches, opts)
+            found_batches = search_batches(model, batches, opts, should_stop)
         found: dict[int, tuple[list[str], list[Candidate]]] = {}
         for chunk, chunk_rows, hyps_B in zip(chunks, rows, found_batches, strict=True):
             for i, row, hyps in zip(chunk, chunk_rows, hyps_B, strict=True):
                 # data.fill_source_to's filler is read and attended to: it has columns too
                 shown = src_tokens[i] + [EOS] * (len(row) - len(src_tokens[i]))
-                found[i] = (shown, [self._candidate(h, shown, reverse, opts) for h in hyps])
+                candidates = [self._candidate(h, shown, reverse, opts, attention) for h in hyps]
+                found[i] = (shown, candidates)
         return [found[i] for i in range(len(encoded))]
 
     def _assemble(
@@ -473,17 +491,24 @@ class Translator:
             raise ConfigError(format_validation_error(err, "decoding options", "decode")) from None
 
     def _candidate(
-        self, hyp: Hypothesis, source_tokens: list[str], reverse: bool, opts: DecodeConfig
+        self,
+        hyp: Hypothesis,
+        source_tokens: list[str],
+        reverse: bool,
+        opts: DecodeConfig,
+        attention: bool = True,
     ) -> Candidate:
+        """One hypothesis as a :class:`Candidate`; its attention as lists only when
+        ``attention`` (replace_unk reads the tensor either way)."""
         attention_TS = hyp.attention_TS
         if attention_TS is not None and reverse:
             attention_TS = attention_TS.flip(-1)
         tokens = self.tgt_vocab.decode(hyp.token_ids)
-        attention = None if attention_TS is None else attention_TS.tolist()
-        if opts.replace_unk and attention is not None:
+        if opts.replace_unk and attention_TS is not None:
+            most_T = attention_TS.argmax(-1).tolist()  # the first of equal maxima, as max() does
             tokens = [
-                source_tokens[max(range(len(row)), key=row.__getitem__)] if tok == UNK else tok
-                for tok, row in zip(tokens, attention, strict=True)
+                source_tokens[most] if tok == UNK else tok
+                for tok, most in zip(tokens, most_T, strict=True)
             ]
         return Candidate(
             text=self.tgt_tok.detokenize(tokens),
@@ -491,7 +516,7 @@ class Translator:
             normalized_score=hyp.normalized_score,
             tokens=tokens,
             token_logprobs=hyp.token_logprobs,
-            attention=attention,
+            attention=attention_TS.tolist() if attention and attention_TS is not None else None,
             finished=hyp.finished,
             confidence=confidence(hyp.token_logprobs),
         )
@@ -534,10 +559,7 @@ def resolve_checkpoint(run_dir: str | Path, which: str = "best") -> Path:
 def model_from(ckpt: Checkpoint) -> Seq2Seq:
     """The model a checkpoint describes, with its weights."""
     model = build_model(ckpt.config.model, len(ckpt.src_vocab), len(ckpt.tgt_vocab))
-    try:
-        model.load_state_dict(ckpt.state_dict)
-    except RuntimeError as err:
-        raise RunDirError(f"checkpoint weights do not fit its own config: {err}") from None
+    load_weights(model, ckpt)  # a misfit names the file, the tensor and both shapes
     return model
 
 
@@ -549,16 +571,23 @@ def load(
     """Load a trained run for decoding: ``jumok.load("runs/date").translate(["Sep 27, 1994"])``.
 
     Given several run directories (a list), the result decodes with their ensemble: the average
-    of their probabilities at every step (:mod:`jumok.decoding.ensemble`).
+    of their probabilities at every step (:mod:`jumok.decoding.ensemble`). A run directory's
+    ``vocab.json`` must agree with the vocabularies its checkpoint embeds.
     """
-    if isinstance(run_dir, (str, Path)):
-        return Translator.from_checkpoint(
-            load_checkpoint(resolve_checkpoint(run_dir, which)), device
-        )
-    paths = [resolve_checkpoint(r, which) for r in run_dir]
+    run_dirs = [run_dir] if isinstance(run_dir, (str, Path)) else list(run_dir)
+    paths = [resolve_checkpoint(r, which) for r in run_dirs]
     if not paths:
         raise RunDirError("no run directory given")
-    if len(paths) == 1:
-        return Translator.from_checkpoint(load_checkpoint(paths[0]), device)
-    checkpoints = [load_checkpoint(p) for p in paths]
-    return Translator.from_checkpoints(checkpoints, [str(r) for r in run_dir], device)
+    checkpoints = [load_run_checkpoint(r, p) for r, p in zip(run_dirs, paths, strict=True)]
+    if len(checkpoints) == 1:
+        return Translator.from_checkpoint(checkpoints[0], device)
+    return Translator.from_checkpoints(checkpoints, [str(r) for r in run_dirs], device)
+
+
+def load_run_checkpoint(run_dir: str | Path, path: Path) -> Checkpoint:
+    """The checkpoint ``path`` that ``run_dir`` resolved to, checked against the run's
+    ``vocab.json`` when ``run_dir`` is a run directory (a checkpoint file is read alone)."""
+    ckpt = load_checkpoint(path)
+    if Path(run_dir).is_dir():
+        check_vocab_file(Path(run_dir) / "vocab.json", ckpt)
+    return ckpt

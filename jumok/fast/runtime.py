@@ -57,6 +57,13 @@ def quick_exit(code: int) -> None:
     the interpreter's own teardown of PyTorch's modules takes most of a second, longer than a
     validation of the date task."""
     logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        if stream is None:  # closed when the program started (``>&-``)
+            continue
+        try:
+            stream.flush()
+        except BrokenPipeError:  # the reader went away after the last write: as a SIGPIPE
+            code = code or 141
+        except (OSError, ValueError):
+            code = code or 1
     os._exit(code)

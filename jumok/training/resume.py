@@ -90,9 +90,28 @@ class TrainingInterrupted(Exception):
         )
 
 
+class SetupInterrupted(TrainingInterrupted):
+    """SIGINT or SIGTERM arrived while the run was being prepared (data, vocabularies, model)."""
+
+    def __init__(self, signum: int, run_dir: Path, resumable: bool):
+        self.exit_code = 128 + signum
+        name = signal.Signals(signum).name
+        if resumable:
+            then = f"the saved state is unchanged; continue with: {resume_command(run_dir)}"
+        else:
+            then = "nothing was saved; start it again with the same command"
+        Exception.__init__(
+            self, f"stopped by {name} while preparing the run, before training: {then}"
+        )
+
+
 class SignalGuard:
     """While training: the first SIGINT/SIGTERM is noted (the loop saves and stops after the
     current update); a second one exits at once.
+
+    While ``preparing`` (reading or generating the data, building the vocabularies and the
+    model, before the run's first saved state), the first signal stops at once with
+    :class:`SetupInterrupted`: there is no update to finish, and preparing may take long.
 
     Exiting at once cannot damage the run directory, because every file in it is replaced by a
     rename: a write cut short leaves only a temporary file, which resuming deletes.
@@ -102,6 +121,8 @@ class SignalGuard:
         self.run_dir = run_dir
         self.enabled = enabled
         self.received: int | None = None
+        self.preparing = False
+        self.resumable = False  # preparing a resumed run: its saved state stays valid
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> SignalGuard:
@@ -119,6 +140,8 @@ class SignalGuard:
 
     def _handle(self, signum: int, frame: object) -> None:
         name = signal.Signals(signum).name
+        if self.received is None and self.preparing:
+            raise SetupInterrupted(signum, self.run_dir, self.resumable)
         if self.received is None:
             self.received = signum
             _say(

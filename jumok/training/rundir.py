@@ -62,7 +62,10 @@ CURVE_EVERY_SECONDS = 20.0
 def prepare_run_dir(run_dir: Path) -> None:
     """Create ``run_dir``, refusing one that already holds a run."""
     refuse_taken_run_dir(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RunDirError(f"{run_dir}: cannot create the run directory ({err.strerror})") from None
 
 
 def refuse_taken_run_dir(run_dir: Path) -> None:

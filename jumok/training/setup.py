@@ -30,7 +30,7 @@ from jumok.data.splits import (
     load_splits,
 )
 from jumok.data.vocabularies import Vocabularies, build_vocabularies
-from jumok.errors import DataError, RunDirError
+from jumok.errors import ConfigError, DataError, RunDirError
 from jumok.fast import runtime
 from jumok.model.seq2seq import Seq2Seq, build_model
 from jumok.training.distributed import World
@@ -115,8 +115,12 @@ def prepare_run(
     log: Callable[[str], None],
     saved: dict | None,
     world: World,
+    launched: float | None = None,
 ) -> Run:
     """Everything before the first update of a new run, or of a resumed one (``saved``).
+
+    ``launched`` (a ``time.perf_counter()`` reading) is when the process began this run: the
+    train.max_seconds clock counts from there, so preparing the data is part of the budget.
 
     Rank 0 writes the new run's first files (config.yaml, vocab.json, generated data).
     """
@@ -128,11 +132,13 @@ def prepare_run(
     vocabs = shared_vocabularies(cfg, splits, run_dir, log, world)
     if saved is not None:
         check_vocabularies(saved, vocab_tokens(vocabs), run_dir)
-    elif world.is_main:  # rank 0 writes the run directory
-        write_run_files(run_dir, cfg, vocab_tokens(vocabs), splits)
     train_data, dev_data = _encode_splits(cfg.data, splits, vocabs, log)
     model = _build_model(cfg, vocabs, device, world, log)
     optimizer = make_optimizer(model, t)
+    if saved is None and world.is_main:
+        # Rank 0 writes the run directory, once the model is built: a model that does not fit
+        # in memory fails before the folder holds a run, so the same --run-dir can be used again.
+        write_run_files(run_dir, cfg, vocab_tokens(vocabs), splits)
     generator = torch.Generator().manual_seed(t.seed)  # orders the batches
     updates_per_epoch = count_updates(train_data, t)
     total_steps = min(t.max_steps or math.inf, t.epochs * updates_per_epoch)
@@ -151,7 +157,7 @@ def prepare_run(
     world.seed_dropout(t.seed, progress.step)
     purge_step = progress.step + 1 if saved is not None else None
     files = MetricFiles(run_dir, purge_step) if world.is_main else None
-    now = time.perf_counter()  # the clocks start once everything is set up
+    now = time.perf_counter()  # the speed clock starts once everything is set up
     return Run(
         cfg=cfg,
         run_dir=run_dir,
@@ -169,7 +175,7 @@ def prepare_run(
         updates_per_epoch=updates_per_epoch,
         progress=progress,
         files=files,
-        start=now - progress.elapsed_seconds,
+        start=(now if launched is None else launched) - progress.elapsed_seconds,
         since=now - progress.since_seconds,
     )
 
@@ -307,7 +313,18 @@ def _build_model(
     t = cfg.train
     # train.fast: false builds the plain model (jumok.fast off); true leaves it to JUMOK_FAST
     fast = None if t.fast else False
-    model = build_model(cfg.model, len(v.src_vocab), len(v.tgt_vocab), fast=fast).to(device)
+    try:
+        model = build_model(cfg.model, len(v.src_vocab), len(v.tgt_vocab), fast=fast).to(device)
+    except (MemoryError, torch.OutOfMemoryError, RuntimeError) as err:
+        if not isinstance(err, MemoryError | torch.OutOfMemoryError) and (
+            "allocate" not in str(err)
+        ):
+            raise  # not a failed allocation: a bug, keep its traceback
+        raise ConfigError(
+            f"model: the weights of a model this size do not fit in memory on {device} "
+            f"({str(err).splitlines()[0][:160]}); make model.encoder and model.decoder "
+            "smaller (hidden_size, embedding_size, num_layers)"
+        ) from None
     n_params = sum(p.numel() for p in model.parameters())
     plain = "" if model.fast else "; the plain model (train.fast: false or JUMOK_FAST=0)"
     log(f"model: {n_params:,} parameters; device {device}; precision {t.precision}{plain}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import signal
 import sys
 import time
@@ -30,11 +31,12 @@ from tqdm import tqdm
 from jumok.config import Config
 from jumok.data.splits import Batch, Pair, iterate_batches, streamed_batches
 from jumok.data.vocab import Vocab
-from jumok.errors import ConfigError, DataError, WriteError
+from jumok.errors import ConfigError, DataError, DivergedError, WriteError
 from jumok.fast import runtime
 from jumok.training.distributed import World, current_world
 from jumok.training.resume import (
     STATE_FILE,
+    SetupInterrupted,
     SignalGuard,
     TrainingInterrupted,
     load_resumable,
@@ -138,9 +140,10 @@ def train(
     if resume:
         saved = world.broadcast(saved)  # the other ranks may not see rank 0's disk
     with SignalGuard(run_dir, enabled=handle_signals) as signals:
+        signals.preparing, signals.resumable = True, saved is not None
         try:
             return _train(cfg, run_dir, log, progress, saved, signals, world)
-        except (DataError, ConfigError):
+        except (DataError, ConfigError, SetupInterrupted):
             # Bad data found while setting up a new run: take back the folder this call made
             # (it held nothing before), so that fixing the data and re-running just works.
             if created and not (run_dir / STATE_FILE).exists():
@@ -169,11 +172,13 @@ def _train(
     world: World,
 ) -> TrainResult:
     """Prepare the run (new, or ``saved``), then train epoch after epoch until a reason to stop."""
-    run = prepare_run(cfg, run_dir, log, saved, world)
+    launched = time.perf_counter()  # train.max_seconds counts from here, preparation included
+    run = prepare_run(cfg, run_dir, log, saved, world, launched)
     validator = Validator(run, log)
     p, last_epoch = run.progress, cfg.train.epochs
     if saved is None:
         run.save_state()  # resumable from the very start
+    signals.preparing = False  # from here a signal finishes the update and saves the state
     budget = None
     try:
         stop_if_signalled(run, signals)
@@ -285,6 +290,12 @@ def _update(run: Run, group: list[Batch]) -> None:
     loss_sum, n_tokens = accumulated_update(
         run.model, run.optimizer, group, run.cfg.train, run.device, run.world
     )
+    if not math.isfinite(loss_sum):
+        raise DivergedError(
+            f"the training loss is {loss_sum} at update {p.step + 1}: the weights diverged, so "
+            f"the run stops here (lower train.lr, now {run.schedule.lr:g}, or set "
+            "train.clip_grad_norm); every file saved before it is kept as it was"
+        )
     run.schedule.after_update()
     p.step += 1
     p.updates_in_epoch += 1
