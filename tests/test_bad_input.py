@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 import jumok
 from jumok.app.cli import main
 from jumok.app.serve import ServeConfig, create_app
+from jumok.training.resume import load_state, save_state
 from jumok.training.train import train
 
 
@@ -131,6 +132,19 @@ def eval_lengths(w: Path) -> list[str]:
         "--out",
         str(w / "report"),
     ]
+
+
+def forged_state(change: Callable[[dict], dict]):
+    """The run's resume.state rewritten by ``change`` with a valid checksum (a forgery)."""
+
+    def make(w: Path) -> list[str]:
+        path = w / "run" / "resume.state"
+        state = load_state(path)
+        state["progress"]["finished"] = False
+        save_state(path, change(state))
+        return ["train", "--resume", str(w / "run"), "--no-progress"]
+
+    return make
 
 
 def symlink_loop(w: Path) -> list[str]:
@@ -253,7 +267,9 @@ CASES = [
     Case("vocabulary mismatch (ensemble)", ensemble_of_different_vocabularies, ("vocabular",)),
     # ---------------------------------------------------------------------- translate input
     Case("empty input line", translate_input(b"Jan 2, 2003\n\nMar 3\n"), ("in.txt:2", "empty")),
-    Case("control character", translate_input(b"Jan\x00 2\n"), ("in.txt:1", "U+0000")),
+    Case(
+        "a line of control characters only", translate_input(b"\x00\x1b\n"), ("in.txt:1", "empty")
+    ),
     Case(
         "very long input line",
         translate_input(b"x" * 20_000 + b"\n"),
@@ -289,6 +305,16 @@ CASES = [
         "data check --json is a directory",
         lambda w: ["data", "check", str(w / "tiny.yaml"), "--json", str(w / "run")],
         ("--json", "is a directory"),
+    ),
+    Case(
+        "forged resume.state without its fields",
+        forged_state(lambda state: {"progress": state["progress"]}),
+        ("resume.state", "not a state jumok train wrote", "model"),
+    ),
+    Case(
+        "forged resume.state with weights of another model",
+        forged_state(lambda state: {**state, "model": {"w": torch.zeros(3)}}),
+        ("resume.state", "does not fit this run"),
     ),
     Case("a symlink loop as a data path", symlink_loop, ("l1.tsv", "loop of symbolic links")),
     Case(
@@ -342,6 +368,15 @@ def test_bom_and_crlf_are_read_not_refused(work, capsys):
     assert len(capsys.readouterr().out.splitlines()) == 2
 
 
+def test_control_characters_are_removed_and_reported_as_in_training_data(work, capsys):
+    """NUL and escape are removed (the training data readers remove them too), with a warning."""
+    (work / "in.txt").write_bytes(b"Jan\x00 2, 2003\x1b\nJan 2, 2003\n")
+    with pytest.warns(jumok.decoding.translator.ControlCharacterWarning, match="removed 2"):
+        assert main(["translate", str(work / "run"), "--input", str(work / "in.txt")]) == 0
+    first, second = capsys.readouterr().out.splitlines()
+    assert first == second
+
+
 def test_unknown_characters_are_read_as_unk_and_reported(work, capsys):
     (work / "in.txt").write_text("Jan 2, 2003 ✓\n", encoding="utf-8")
     with pytest.warns(jumok.decoding.translator.UnknownTokenWarning, match="'✓'"):
@@ -362,7 +397,7 @@ def client(matrix_run):
         ([""], 422, "texts[0]", "at least 1 character"),
         (["ok", " \t "], 422, "texts[1]", "empty"),
         (["x" * 101], 413, "texts[0]", "at most 100"),
-        (["a\x1bb"], 422, "texts[0]", "U+001B"),
+        (["\x1b\x00"], 422, "texts[0]", "empty"),
         (["a\ud800b"], 422, "texts[0]", "valid string"),
         (["two\nlines"], 422, "texts[0]", "line break"),
     ],
@@ -380,7 +415,26 @@ def test_server_input_gets_a_4xx_naming_the_text(client, matrix_run, texts, stat
     assert digest(matrix_run) == before
 
 
+def test_server_removes_control_characters(client):
+    plain = client.post("/v1/translate", json={"texts": ["Jan 2, 2003"]})
+    noisy = client.post("/v1/translate", json={"texts": ["Jan\u0000 2, 2003\u001b"]})
+    assert noisy.status_code == 200, noisy.text
+    assert noisy.json()["results"][0]["text"] == plain.json()["results"][0]["text"]
+
+
 def test_server_reads_unknown_characters_as_unk_and_counts_them(client):
     response = client.post("/v1/translate", json={"texts": ["Jan 2, 2003 ✓✓"]})
     assert response.status_code == 200
     assert response.json()["results"][0]["unknown"] == 2
+
+
+def test_max_input_chars_is_bounded(work, capsys):
+    """A 1 MB line once reached the kernels ("could not create a primitive"); the flag stops at
+    100,000 characters, with argparse's one-line error."""
+    (work / "in.txt").write_text("x" * 1_000_000 + "\n", encoding="utf-8")
+    argv = ["translate", str(work / "run"), "--input", str(work / "in.txt")]
+    with pytest.raises(SystemExit) as stop:
+        main([*argv, "--max-input-chars", "2000000"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "--max-input-chars: expected 1 to 100,000" in err
+    assert "Traceback" not in err

@@ -156,7 +156,7 @@ def error(response, status: int, field: str | None):
         ({"texts": []}, 422, "texts", "at least 1 item"),
         ({"texts": [""]}, 422, "texts[0]", "at least 1 character"),
         ({"texts": ["ok", "   "]}, 422, "texts[1]", "empty"),
-        ({"texts": ["a\x00b"]}, 422, "texts[0]", "U+0000"),
+        ({"texts": ["\x00"]}, 422, "texts[0]", "empty"),
         ({"texts": ["one\ntwo"]}, 422, "texts[0]", "line break"),
         ({"texts": ["x" * 201]}, 413, "texts[0]", "at most 200"),
         ({"texts": ["a"] * 9}, 413, "texts", "at most 8"),

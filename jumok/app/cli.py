@@ -211,10 +211,11 @@ def _add_translate(sub) -> None:
     )
     p.add_argument(
         "--max-input-chars",
-        type=int,
+        type=_input_chars,
         default=MAX_INPUT_CHARS,
-        help=f"longest input line accepted (default {MAX_INPUT_CHARS}); a longer one is an error "
-        "naming the line, as a file that is not one sentence per line usually is",
+        help=f"longest input line accepted (default {MAX_INPUT_CHARS}, at most "
+        f"{LONGEST_INPUT_CHARS:,}); a longer one is an error naming the line, as a file that is "
+        "not one sentence per line usually is",
     )
     p.add_argument(
         "--format",
@@ -391,6 +392,24 @@ def _add_data(sub) -> None:
     )
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
     p.set_defaults(func=commands.cmd_data_check)
+
+
+# A recurrent encoder over a 100,000-character line already takes about 1 GB; far longer lines
+# fail inside the kernels (oneDNN: "could not create a primitive").
+LONGEST_INPUT_CHARS = 100_000
+
+
+def _input_chars(text: str) -> int:
+    """``--max-input-chars``: a whole number from 1 to LONGEST_INPUT_CHARS."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 1 <= value <= LONGEST_INPUT_CHARS:
+        raise argparse.ArgumentTypeError(
+            f"expected 1 to {LONGEST_INPUT_CHARS:,} characters, got {value:,}"
+        )
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:

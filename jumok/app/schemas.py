@@ -117,7 +117,7 @@ TranslateRequest = create_model(
         Field(
             min_length=1,
             description="The texts, one sentence each (at most --max-texts texts of at most "
-            "--max-chars characters; no line breaks or control characters).",
+            "--max-chars characters; no line breaks; control characters are removed).",
             examples=[["Two dogs run."]],
         ),
     ),

@@ -29,10 +29,11 @@ def remove_controls(text: str) -> tuple[str, int]:
 def text_problem(text: str) -> str | None:
     """What makes ``text`` unusable as one input sentence, or None.
 
-    A line break (it would be two sentences) or a control character other than tab (a sign of a
-    binary or mangled file) is a problem; an empty or blank text is one too.
+    A line break (it would be two sentences) or an unpaired surrogate is a problem; an empty or
+    blank text is one too, once its other control characters are removed (they are, before
+    decoding: see :func:`remove_controls`).
     """
-    if not text.strip():
+    if not remove_controls(text)[0].strip():
         return "the text is empty; expected at least one character"
     for position, char in enumerate(text, start=1):
         if char in "\n\r\u2028\u2029":
@@ -41,10 +42,6 @@ def text_problem(text: str) -> str | None:
             return (
                 f"unpaired surrogate U+{ord(char):04X} at column {position}; expected valid Unicode"
             )
-        if unicodedata.category(char) == "Cc" and char != "\t":
-            return (
-                f"control character U+{ord(char):04X} at column {position}; expected printable text"
-            )
     return None
 
 
@@ -52,7 +49,7 @@ def read_lines(source: str | Path, max_chars: int = MAX_INPUT_CHARS) -> list[str
     """Lines of a file or stdin, one text each.
 
     Raises:
-        DataError: naming the line: bad UTF-8, an empty line, a control character, or a line
+        DataError: naming the line: bad UTF-8, an empty line, a line break inside, or a line
             longer than ``max_chars`` (most likely not one sentence per line).
     """
     source = str(source)

@@ -23,6 +23,7 @@ from torch import nn
 
 from jumok.checkpoint import Checkpoint, check_vocab_file, load_checkpoint, load_weights
 from jumok.config import Config, DecodeConfig, format_validation_error
+from jumok.data.inputs import remove_controls
 from jumok.data.splits import encode_pairs, encoder_order, iterate_batches, pad
 from jumok.data.tokenizers import CharTokenizer, Tokenizer, tokenizers_from_files
 from jumok.data.vocab import EOS, PAD_ID, UNK, UNK_ID, Vocab
@@ -35,6 +36,10 @@ from jumok.decoding.stop import StopCheck
 from jumok.errors import ConfigError, DataError, RunDirError
 from jumok.fast import packing
 from jumok.model.seq2seq import Seq2Seq, build_model
+
+
+class ControlCharacterWarning(UserWarning):
+    """Control characters (NUL, escape, ...) were removed from the inputs."""
 
 
 class UnknownTokenWarning(UserWarning):
@@ -297,7 +302,16 @@ class Translator:
         Raises:
             DataError: a text is empty.
         """
-        src_tokens = [self.src_tok.tokenize(t) for t in texts]
+        cleaned = [remove_controls(t) for t in texts]  # as training data is read
+        removed = sum(n for _, n in cleaned)
+        if removed:
+            warnings.warn(
+                f"removed {removed} control characters from {sum(1 for _, n in cleaned if n)} "
+                f"of {len(texts)} inputs (as from training data)",
+                ControlCharacterWarning,
+                stacklevel=3,
+            )
+        src_tokens = [self.src_tok.tokenize(t) for t, _ in cleaned]
         for number, tokens in enumerate(src_tokens, start=1):
             if not tokens:
                 raise DataError(

@@ -199,12 +199,20 @@ def restore(
     Call it after everything that draws random numbers while setting up (building the model), so
     that the generators continue from the saved states.
     """
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    schedule.load_state_dict(state["schedule"])
-    stopper.load_state_dict(state["early_stopping"])
-    _restore_rng(state["rng"])
-    return Progress(**state["progress"])
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        stopper.load_state_dict(state["early_stopping"])
+        _restore_rng(state["rng"])
+        return Progress(**state["progress"])
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
+        # The checksum matched, so the file is what was written, yet not what jumok writes.
+        message = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        raise RunDirError(
+            f"{STATE_FILE}: its content does not fit this run ({message}); it was not written "
+            "by jumok train for this config. Start a new run"
+        ) from None
 
 
 def _capture_rng() -> dict[str, Any]:
@@ -334,6 +342,7 @@ def load_resumable(run_dir: Path, cfg: Config) -> dict[str, Any]:
     """
     path = require_resumable(run_dir)
     state = load_state(path)  # on the CPU; restore() copies tensors to their devices
+    _require_fields(state, path)
     if state["progress"]["finished"]:
         raise RunDirError(
             f"{run_dir}: the run already finished (update {state['progress']['step']}); "
@@ -348,6 +357,24 @@ def load_resumable(run_dir: Path, cfg: Config) -> dict[str, Any]:
             "resume without CONFIG and --set, or start a new run"
         )
     return state
+
+
+def _require_fields(state: Any, path: Path) -> None:
+    """Refuse a state whose checksum matches but whose content jumok did not write (forged)."""
+    fields = {"progress": dict, "model": dict, "optimizer": dict, "schedule": dict,
+              "early_stopping": dict, "rng": dict, "config": str, "vocab": dict}  # fmt: skip
+    wrong = (
+        [name for name, kind in fields.items() if not isinstance(state.get(name), kind)]
+        if isinstance(state, dict)
+        else ["the whole state"]
+    )
+    if not wrong and not isinstance(state["progress"].get("finished"), bool):
+        wrong = ["progress.finished"]
+    if wrong:
+        raise RunDirError(
+            f"{path}: not a state jumok train wrote: {', '.join(wrong)} missing or of the wrong "
+            "type (the checksum matches, so the file was written this way). Start a new run"
+        )
 
 
 def config_conflicts(saved: Config, given: Config) -> list[str]:
