@@ -20,6 +20,7 @@ import base64
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -84,6 +85,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
     except OSError as err:
         raise _write_error(path, err) from None
     try:
+        os.chmod(tmp, _mode_for(path))
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -126,6 +128,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     )
     os.close(fd)
     try:
+        os.chmod(tmp, _mode_for(path))
         yield Path(tmp)
         with open(tmp, "rb+") as written:
             os.fsync(written.fileno())
@@ -136,6 +139,18 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             raise _write_error(path, err) from None
         raise
     _fsync_dir(path.parent)
+
+
+def _mode_for(path: Path) -> int:
+    """The permissions a replacement of ``path`` gets: those of the file it replaces, or for a
+    new file the usual ``0666`` less the umask (``mkstemp`` alone gives 0600, which hides a run
+    from a colleague or from a server running as another user)."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def remove_temporary_files(directory: Path) -> list[Path]:

@@ -153,3 +153,28 @@ def test_data_check_json_into_a_fifo(tmp_path, capsys):
     assert main(["data", "check", str(tmp_path / "tiny.yaml"), "--json", str(fifo)]) == 0
     reader.join(timeout=10)
     assert received and received[0].startswith(b"{") and stat.S_ISFIFO(fifo.stat().st_mode)
+
+
+def test_everything_a_run_writes_honours_the_umask(tmp_path):
+    """Checkpoints, config, metrics, curve and state were 0600 whatever the umask (mkstemp's
+    mode), so another user (a colleague, a server) could not read a run."""
+    old = os.umask(0o022)
+    try:
+        train(small_config("train.epochs=1"), tmp_path / "r", **QUIET)
+    finally:
+        os.umask(old)
+    modes = {
+        p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "r").rglob("*") if p.is_file()
+    }
+    assert "best.safetensors" in modes and "resume.state" in modes
+    assert set(modes.values()) == {0o644}, modes
+
+
+def test_an_atomic_replacement_keeps_the_files_mode(tmp_path):
+    from jumok.checkpoint import atomic_write_text
+
+    path = tmp_path / "f.txt"
+    path.write_text("old")
+    path.chmod(0o640)
+    atomic_write_text(path, "new")
+    assert path.read_text() == "new" and stat.S_IMODE(path.stat().st_mode) == 0o640

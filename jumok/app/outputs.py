@@ -64,12 +64,9 @@ def write_output(path: str | Path, text: str, flag: str) -> None:
         except OSError as err:
             raise WriteError(f"{flag} {path}: cannot write ({err.strerror or err})") from None
         return
-    from jumok.checkpoint import atomic_path  # here: importing it loads torch
+    from jumok.checkpoint import atomic_write_bytes  # here: importing it loads torch
 
-    permissions = stat.S_IMODE(mode) if mode is not None else 0o666 & ~_umask()
-    with atomic_path(target) as tmp:
-        tmp.write_bytes(payload)
-        os.chmod(tmp, permissions)
+    atomic_write_bytes(target, payload)  # keeps the replaced file's mode (a new one: the umask's)
 
 
 def write_stream(stream, payload: bytes) -> None:
@@ -111,12 +108,6 @@ def _follow(path: Path, flag: str) -> Path:
         return Path(os.path.realpath(path))
     except OSError as err:  # a symlink loop
         raise WriteError(f"{flag} {path}: cannot follow the link ({err.strerror or err})") from None
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
 
 
 def make_output_dir(path: Path, flag: str) -> Path | None:
