@@ -266,16 +266,26 @@ CASES = [
     ),
     Case("vocabulary mismatch (ensemble)", ensemble_of_different_vocabularies, ("vocabular",)),
     # ---------------------------------------------------------------------- translate input
-    Case("empty input line", translate_input(b"Jan 2, 2003\n\nMar 3\n"), ("in.txt:2", "empty")),
     Case(
-        "a line of control characters only", translate_input(b"\x00\x1b\n"), ("in.txt:1", "empty")
+        "--strict: empty input line",
+        translate_input(b"Jan 2, 2003\n\nMar 3\n", "--strict"),
+        ("in.txt:2", "empty"),
+    ),
+    Case(
+        "--strict: a line of control characters only",
+        translate_input(b"\x00\x1b\n", "--strict"),
+        ("in.txt:1", "empty"),
     ),
     Case(
         "very long input line",
-        translate_input(b"x" * 20_000 + b"\n"),
+        translate_input(b"x" * 20_000 + b"\n", "--strict"),
         ("in.txt:1", "20000 characters", "--max-input-chars"),
     ),
-    Case("input bad UTF-8", translate_input(b"Jan \xc3\x28 2\n"), ("in.txt:1", "UTF-8")),
+    Case(
+        "--strict: input bad UTF-8",
+        translate_input(b"Jan \xc3\x28 2\n", "--strict"),
+        ("in.txt:1", "UTF-8"),
+    ),
     Case(
         "n-best over beam",
         translate_input(b"Jan 2, 2003\n", "--beam", "2", "--n-best", "3"),
@@ -368,6 +378,33 @@ def test_bom_and_crlf_are_read_not_refused(work, capsys):
     assert len(capsys.readouterr().out.splitlines()) == 2
 
 
+def test_a_bad_line_gets_an_empty_output_and_the_rest_is_translated(work, capsys):
+    """Without --strict, one blank, over-long or undecodable line no longer fails the whole
+    input: its output line is empty (the outputs stay aligned), and each but a blank line is
+    named on stderr."""
+    good = b"Jan 2, 2003\n"
+    (work / "in.txt").write_bytes(good + b"\n" + b"x" * 300 + b"\n" + b"\xff\xfe\n" + good)
+    argv = ["translate", str(work / "run"), "--input", str(work / "in.txt")]
+    assert main([*argv, "--max-input-chars", "100"]) == 0
+    captured = capsys.readouterr()
+    first, blank, long, undecodable, last = captured.out.split("\n")[:5]
+    assert first == last and first and not blank and not long and not undecodable
+    assert (
+        "in.txt:3: 300 characters" in captured.err and "in.txt:4: not valid UTF-8" in captured.err
+    )
+    assert "in.txt:2" not in captured.err
+
+
+def test_the_python_api_keeps_empty_inputs_aligned(matrix_run):
+    model = jumok.load(matrix_run)
+    with pytest.warns(jumok.decoding.translator.ControlCharacterWarning):
+        plain, empty, noise = model.translate(["Jan 2, 2003", "", "\x00 \x1b"])
+    assert plain.text and not plain.skipped
+    assert empty.skipped and noise.skipped and empty.text == "" and empty.hypotheses == []
+    with pytest.raises(jumok.errors.DataError, match="input 2: the text is empty"):
+        model.translate(["Jan 2, 2003", " "], strict=True)
+
+
 def test_control_characters_are_removed_and_reported_as_in_training_data(work, capsys):
     """NUL and escape are removed (the training data readers remove them too), with a warning."""
     (work / "in.txt").write_bytes(b"Jan\x00 2, 2003\x1b\nJan 2, 2003\n")
@@ -394,11 +431,8 @@ def client(matrix_run):
 @pytest.mark.parametrize(
     ("texts", "status", "field", "says"),
     [
-        ([""], 422, "texts[0]", "at least 1 character"),
-        (["ok", " \t "], 422, "texts[1]", "empty"),
         (["x" * 101], 413, "texts[0]", "at most 100"),
-        (["\x1b\x00"], 422, "texts[0]", "empty"),
-        (["a\ud800b"], 422, "texts[0]", "valid string"),
+        (["a\ud800b"], 422, "texts[0]", "unpaired surrogate"),
         (["two\nlines"], 422, "texts[0]", "line break"),
     ],
 )
@@ -413,6 +447,17 @@ def test_server_input_gets_a_4xx_naming_the_text(client, matrix_run, texts, stat
     body = response.json()
     assert body["field"] == field and says in body["detail"]
     assert digest(matrix_run) == before
+
+
+def test_server_answers_blank_texts_with_skipped_results(client):
+    """As jumok translate: a blank text (or one of control characters only) gets an empty
+    result marked skipped, and the other texts of the request are translated."""
+    response = client.post("/v1/translate", json={"texts": ["", "Jan 2, 2003", " \t ", "\u001b"]})
+    assert response.status_code == 200, response.text
+    empty, plain, blank, control = response.json()["results"]
+    assert plain["text"] and not plain["skipped"]
+    for skipped in (empty, blank, control):
+        assert skipped["skipped"] and skipped["text"] == "" and skipped["hypotheses"] == []
 
 
 def test_server_removes_control_characters(client):

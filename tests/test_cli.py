@@ -100,7 +100,7 @@ def test_unknown_characters_are_counted_in_a_warning(run_dir):
             r"missing\.txt: input file not found",
         ),
         (
-            ["translate", "{run}", "--input", "{tmp}/empty_line.txt"],
+            ["translate", "{run}", "--input", "{tmp}/empty_line.txt", "--strict"],
             r"empty_line\.txt:2: empty line",
         ),
         (["translate", "{tmp}/no_run"], r"no_run: no such run directory"),

@@ -17,8 +17,11 @@ import torch
 from conftest import ROOT, TINY, assert_same_run, digest, rows, tiny_config
 
 from jumok.app.cli import main
+from jumok.checkpoint import load_checkpoint
+from jumok.config import load_config
 from jumok.data.splits import write_pairs
 from jumok.data.synthetic import generate
+from jumok.decoding.translator import load
 from jumok.errors import RunDirError
 from jumok.training.resume import STATE_FILE, TrainingInterrupted, load_state, save_state
 from jumok.training.train import train
@@ -163,8 +166,11 @@ def test_a_finished_run_a_missing_state_and_a_conflicting_config_are_refused(tmp
     cfg = tiny_config("train.epochs=1")
     train(cfg, run, log=lambda _: None, progress=False)
     before = digest(run)
-    with pytest.raises(RunDirError, match=r"run already finished \(update 19\); nothing to resume"):
+    with pytest.raises(
+        RunDirError, match=r"run already finished \(update 19, epoch 1; it ended"
+    ) as err:
         train(cfg, run, log=lambda _: None, progress=False, resume=True)
+    assert f"jumok train --resume {run} --set train.epochs=2" in str(err.value)  # how to extend
 
     # The same through the command line, for an unfinished state with a conflicting --set.
     state = load_state(run / STATE_FILE)
@@ -249,3 +255,80 @@ def test_resume_from_the_command_line_continues_in_the_same_directory(tmp_path, 
     assert code == 0, capsys.readouterr().err
     assert f"run directory: {run}" in capsys.readouterr().out
     assert [r["step"] for r in rows(run)] == [19, 38]
+
+
+# ------------------------------------------------------------- a signal before any validation
+def test_a_signal_before_the_first_validation_leaves_weights_that_translate(tmp_path, monkeypatch):
+    cfg = tiny_config()
+    run = tmp_path / "run"
+    interrupt_after(monkeypatch, 3, signal.SIGINT)  # validations come at update 19
+    with pytest.raises(TrainingInterrupted):
+        train(cfg, run, log=lambda _: None, progress=False, handle_signals=True)
+    monkeypatch.undo()
+    assert not (run / "metrics.jsonl").exists() and not (run / "best.safetensors").exists()
+    # last.safetensors holds the weights as they were saved in resume.state, after update 3.
+    checkpoint = load_checkpoint(run / "last.safetensors")
+    assert checkpoint.info == {"epoch": 1, "step": 3, "interrupted": True}
+    state = load_state(run / STATE_FILE)["model"]
+    assert all(torch.equal(state[k], v) for k, v in checkpoint.state_dict.items())
+    assert load(run, which="last").translate(["september 27, 1994"])[0].tokens
+    # Resuming still ends exactly where an uninterrupted run does.
+    train(cfg, run, log=lambda _: None, progress=False, resume=True)
+    train(cfg, tmp_path / "whole", log=lambda _: None, progress=False)
+    assert_same_run(tmp_path / "whole", run)
+
+
+# ------------------------------------------------------------------ a finished run, extended
+def test_a_finished_run_trains_further_when_its_epochs_are_raised(tmp_path, capsys):
+    run, whole = tmp_path / "run", tmp_path / "whole"
+    train(tiny_config("train.epochs=1"), run, log=lambda _: None, progress=False)
+    train(tiny_config(), whole, log=lambda _: None, progress=False)  # 2 epochs in one go
+    assert main(["train", "--resume", str(run), "--set", "train.epochs=2", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        f"extending the finished run {run} (train.epochs 1 -> 2): continuing after update 19, "
+        "the end of epoch 1/2"
+    ) in out
+    # The extra epoch is trained and its row appended; with a constant learning rate the
+    # extended run is the two-epoch run, to the bit.
+    assert [r["step"] for r in rows(run)] == [19, 38]
+    assert_same_run(whole, run)
+    assert load_config(run / "config.yaml").train.epochs == 2  # the run's config says so now
+    assert load_state(run / STATE_FILE)["progress"]["finished"] is True
+    # Once more without a larger budget: refused, saying how to extend it.
+    before = digest(run)
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "the run already finished (update 38, epoch 2; it ended at train.epochs: 2)" in err
+    assert f"jumok train --resume {run} --set train.epochs=3" in err
+    assert digest(run) == before
+
+
+def test_a_run_that_stopped_at_max_steps_continues_with_more_steps(tmp_path):
+    run, log = tmp_path / "run", Lines()
+    train(tiny_config("train.max_steps=10"), run, log=log, progress=False)
+    # Raising the epochs does not help: the run ended at its 10 updates.
+    with pytest.raises(RunDirError, match=r"it ended at train.max_steps: 10\).*max_steps=20"):
+        train(tiny_config("train.max_steps=10", "train.epochs=3"), run, log=log, resume=True)
+    train(tiny_config("train.max_steps=25"), run, log=log, progress=False, resume=True)
+    assert any(
+        "(train.max_steps 10 -> 25): continuing at epoch 1/2, update 10" in x for x in log.lines
+    )
+    assert [r["step"] for r in rows(run)] == [10, 19, 25]
+    # Validating at update 10 changed nothing that is trained: the weights of a 25-update run.
+    train(tiny_config("train.max_steps=25"), tmp_path / "whole", log=log, progress=False)
+    a, b = (load_checkpoint(r / "last.safetensors").state_dict for r in (run, tmp_path / "whole"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_an_early_stopped_run_or_other_changes_are_not_extended(tmp_path):
+    quiet = {"log": lambda _: None, "progress": False}
+    stopped = ("train.early_stopping.target=0.0", "train.epochs=1")  # stops at validation 1
+    train(tiny_config(*stopped), tmp_path / "early", **quiet)
+    with pytest.raises(RunDirError, match=r"stopped early \(train.early_stopping\)"):
+        train(tiny_config(*stopped[:1], "train.epochs=3"), tmp_path / "early", resume=True, **quiet)
+    train(tiny_config("train.epochs=1"), tmp_path / "run", **quiet)
+    with pytest.raises(RunDirError, match=r"conflicts with the run's: train.lr: run 0.001, given"):
+        train(
+            tiny_config("train.epochs=2", "train.lr=0.01"), tmp_path / "run", resume=True, **quiet
+        )

@@ -1,6 +1,7 @@
 """End to end in a real browser: `jumok serve` on a free loopback port, headless Chromium (Debian's
 package, driven by Playwright; no browser download) types a sentence and finds the hypotheses and
-a heatmap with one row per output token."""
+a heatmap with one row per output token, controls that start at the run's decode settings, and a
+warning for input the model has never seen."""
 
 from __future__ import annotations
 
@@ -32,10 +33,27 @@ CHROMIUM_ARGS = [
 ]
 
 
+DECODE = ("decode.beam=3", "decode.n_best=2", "decode.max_length=20")
+
+
+def open_page(p, server):
+    """Chromium on the page, once it has listed the models; also the requests it made and the
+    script errors it met."""
+    browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    page = browser.new_page()
+    requested, errors = [], []
+    page.on("request", lambda r: requested.append(r.url))
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(server)
+    page.wait_for_selector("#model option", state="attached")
+    return browser, page, requested, errors
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     run = tmp_path_factory.mktemp("browser") / "dates"
-    train(small_config("train.epochs=3"), run, **QUIET)
+    # decode settings that are none of the page's old built-in values (beam 5, n-best 3, 100)
+    train(small_config("train.epochs=3", *DECODE), run, **QUIET)
     served = ServeProcess(run, tmp_path_factory.getbasetemp() / "serve-browser.log")
     yield served.base
     served.stop()
@@ -47,7 +65,7 @@ def test_the_page_shows_hypotheses_and_the_attention_of_the_chosen_one(server):
     request = urllib.request.Request(
         f"{server}/v1/translate",
         data=json.dumps(
-            {"texts": [sentence], "beam": 5, "n_best": 3, "max_length": 100, "attention": True}
+            {"texts": [sentence], "attention": True}  # the run's decode settings
         ).encode(),
         headers={"content-type": "application/json"},
     )
@@ -55,19 +73,14 @@ def test_the_page_shows_hypotheses_and_the_attention_of_the_chosen_one(server):
         [expected] = json.loads(response.read())["results"]
 
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page()
-        requested, errors = [], []
-        page.on("request", lambda r: requested.append(r.url))
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(server)
-        page.wait_for_selector("#model option", state="attached")
+        browser, page, requested, errors = open_page(p, server)
         page.fill("#text", sentence)
         page.click("#go")
         page.wait_for_selector(".hm-row")
 
         items = page.locator("#hypotheses li .text")
-        assert items.count() == 3
+        assert items.count() == 2  # decode.n_best
+        assert page.locator("#unknown").is_hidden()  # every character is known
         assert items.nth(0).inner_text() == expected["hypotheses"][0]["text"]
         best = expected["hypotheses"][0]
         assert page.locator(".hm-row").count() == len(best["tokens"])
@@ -86,9 +99,42 @@ def test_the_page_shows_hypotheses_and_the_attention_of_the_chosen_one(server):
         )
 
         # choosing another hypothesis redraws the map with its own number of rows
-        page.locator("#hypotheses li").nth(2).click()
-        assert page.locator(".hm-row").count() == len(expected["hypotheses"][2]["tokens"])
+        page.locator("#hypotheses li").nth(1).click()
+        assert page.locator(".hm-row").count() == len(expected["hypotheses"][1]["tokens"])
         browser.close()
 
     assert not errors
     assert requested and all(url.startswith(server) for url in requested), requested
+
+
+@pytest.mark.slow
+def test_the_page_starts_at_the_runs_decode_settings(server):
+    with sync_api.sync_playwright() as p:
+        browser, page, _, errors = open_page(p, server)
+        assert page.input_value("#beam") == "3"
+        assert page.input_value("#nbest") == "2"
+        assert page.input_value("#maxlen") == "20"
+        assert "beam 3 · n-best 2 · max length 20" in page.inner_text("#defaults")
+        browser.close()
+    assert not errors
+
+
+@pytest.mark.slow
+def test_the_page_warns_when_the_input_is_unknown_to_the_model(server):
+    with sync_api.sync_playwright() as p:
+        browser, page, _, errors = open_page(p, server)
+        page.fill("#text", "안녕하세요")  # Hangul: no character of it is in the dates' vocabulary
+        page.click("#go")
+        page.wait_for_selector("#hypotheses li")
+        warning = page.locator("#unknown")
+        assert warning.is_visible()
+        assert warning.inner_text() == (
+            "5 of 5 characters are unknown to this model (read as <unk>); "
+            "the output below is a guess."
+        )
+        # a known sentence afterwards clears it
+        page.fill("#text", "march 3, 2001")
+        page.click("#go")
+        page.wait_for_function("document.querySelector('#unknown').hidden")
+        browser.close()
+    assert not errors

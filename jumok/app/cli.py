@@ -1,10 +1,12 @@
 """The ``jumok`` command line; the only module that reads ``sys.argv``.
 
-Subcommands: ``train``, ``vocab``, ``translate``, ``eval``, ``generate``, ``average``, ``demo``,
-``ladder``, ``serve``, ``data check``. This module declares them, one ``_add_<command>`` function
-each; what each one does is in :mod:`jumok.app.commands`, and the decoding flags they share in
-:mod:`jumok.app.decode_flags`. Any :class:`~jumok.errors.JumokError` is printed as one line
-``jumok: error: ...`` with exit status 2; nothing already on disk is changed.
+Subcommands: ``train``, ``vocab``, ``translate``, ``eval``, ``generate``, ``average``, ``runs``,
+``info``, ``demo``, ``ladder``, ``serve``, ``data check``. This module declares them, one
+``_add_<command>`` function each; what each one does is in :mod:`jumok.app.commands`, the
+decoding flags they share in :mod:`jumok.app.decode_flags`, and the parser's "did you mean" in
+:mod:`jumok.app.suggest`. Any :class:`~jumok.errors.JumokError` is printed as one line
+``jumok: error: ...`` with exit status 2; nothing already on disk is changed. A bare ``jumok``
+prints the list of commands (``--help``) and exits with 2, as a command line that runs nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from jumok.app.decode_flags import (
     add_mmi_arguments,
     decode_options,
 )
+from jumok.app.suggest import HelpGroups, Parser
 from jumok.data.inputs import MAX_INPUT_CHARS
 from jumok.errors import JumokError
 from jumok.fast import runtime
@@ -34,11 +37,11 @@ __all__ = ["CHOICES", "build_parser", "decode_options", "main"]
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``jumok`` parser: one subparser per command, in the order ``jumok --help`` lists them."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="jumok",
         description="Train, inspect and use attention-based sequence-to-sequence models.",
     )
-    parser.add_argument("--version", action="version", version=f"jumok {_version()}")
+    parser.add_argument("-V", "--version", action="version", version=f"jumok {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train(sub)
     _add_vocab(sub)
@@ -46,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     _add_generate(sub)
     _add_average(sub)
+    _add_runs(sub)
+    _add_info(sub)
     _add_demo(sub)
     _add_ladder(sub)
     _add_serve(sub)
@@ -102,9 +107,63 @@ def _checkpoint_argument(
     )
 
 
-def _decoding_arguments(p: argparse.ArgumentParser) -> None:
-    """What translate and eval share: the checkpoint, every decoding option, MMI reranking."""
+# The sections of translate's and eval's --help, in order; every flag of theirs is in one.
+DECODING_SECTIONS = {
+    "input and output": (
+        *("--input", "--output", "--max-input-chars", "--strict", "--format"),
+        *("--src", "--ref", "--out"),
+    ),
+    "model and speed": ("--checkpoint", "--device", "--batch-size", "--precision", "--quantize"),
+    "search": (
+        *("--beam", "--n-best", "--max-length", "--length-penalty", "--alpha"),
+        *("--coverage-penalty", "--stopping"),
+    ),
+    "sampling": ("--sample", "--temperature", "--top-k", "--top-p", "--seed"),
+    "constraints": (
+        *("--min-length", "--min-length-ratio", "--max-length-ratio", "--no-repeat-ngram"),
+        *("--repetition-penalty", "--abstain-below", "--replace-unk"),
+    ),
+    "reranking (MMI, docs/decoding.md)": ("--mmi-lm", "--mmi-reverse", "--mmi-lambda"),
+    "reports and pictures": ("--plot", "--report-time"),
+}
+
+
+def _device_argument(p: argparse.ArgumentParser | HelpGroups) -> None:
+    """``--device``: where to decode (``args.device``)."""
+    p.add_argument(
+        "--device",
+        type=_device,
+        default="cpu",
+        help="cpu, cuda or cuda:N (default cpu); train.device: auto picks for training",
+    )
+
+
+def _device(text: str) -> str:
+    """``--device``: cpu, or a CUDA device this machine has."""
+    if text == "cpu":
+        return text  # without importing torch, which every parse would then pay for
+    import torch
+
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count <= (device.index or 0):
+            raise argparse.ArgumentTypeError(
+                f"{text}: this machine has {count} CUDA device(s); use --device cpu"
+            )
+    elif device.type != "cpu":
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}")
+    return text
+
+
+def _decoding_arguments(p: argparse.ArgumentParser | HelpGroups) -> None:
+    """What translate and eval share: the checkpoint, the device, every decoding option, MMI
+    reranking."""
     _checkpoint_argument(p, "which checkpoint")
+    _device_argument(p)
     p.add_argument("--max-length", type=int, help="most output tokens (default: decode.max_length)")
     p.add_argument(
         "--batch-size", type=int, help="sentences per batch (default: decode.batch_size)"
@@ -194,7 +253,9 @@ def _add_translate(sub) -> None:
         help="decode text with a trained run",
         description="Read one input per line and write the model's output for each.",
     )
-    p.add_argument(
+    run_dir_argument = p.add_argument
+    p = HelpGroups(p, DECODING_SECTIONS)
+    run_dir_argument(
         "run_dir",
         type=Path,
         nargs="+",
@@ -213,9 +274,16 @@ def _add_translate(sub) -> None:
         "--max-input-chars",
         type=_input_chars,
         default=MAX_INPUT_CHARS,
-        help=f"longest input line accepted (default {MAX_INPUT_CHARS}, at most "
-        f"{LONGEST_INPUT_CHARS:,}); a longer one is an error naming the line, as a file that is "
-        "not one sentence per line usually is",
+        help=f"longest input line translated (default {MAX_INPUT_CHARS}, at most "
+        f"{LONGEST_INPUT_CHARS:,}); a longer one gets an empty output and a warning naming it "
+        "(with --strict, an error)",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse the whole input at its first empty, over-long or undecodable line "
+        "(naming it); by default such a line gets an empty output, so the outputs stay "
+        "aligned with the input lines",
     )
     p.add_argument(
         "--format",
@@ -240,7 +308,7 @@ def _add_translate(sub) -> None:
         "tokens/s, and the model load time (reading the checkpoint and making the bf16, int8 "
         "or packed copy the decoding options ask for)",
     )
-    p.set_defaults(func=commands.cmd_translate)
+    p.parser.set_defaults(func=commands.cmd_translate)
 
 
 def _add_eval(sub) -> None:
@@ -255,13 +323,14 @@ def _add_eval(sub) -> None:
         "hypotheses.txt. Several run directories decode as an ensemble.",
     )
     p.add_argument("run_dir", type=Path, nargs="+", help="run directories (or checkpoints)")
+    p = HelpGroups(p, DECODING_SECTIONS)
     p.add_argument("--src", type=Path, required=True, help="source file, one text per line")
     p.add_argument("--ref", type=Path, required=True, help="reference file, one per line")
     _out_argument(
         p, "report folder (default: RUN_DIR/evals/SRCNAME-TIMESTAMP); must not hold a report"
     )
     _decoding_arguments(p)
-    p.set_defaults(func=commands.cmd_eval)
+    p.parser.set_defaults(func=commands.cmd_eval)
 
 
 def _add_generate(sub) -> None:
@@ -285,15 +354,57 @@ def _add_average(sub) -> None:
     """``jumok average CHECKPOINT... --out NEW``: the mean of several checkpoints' weights."""
     p = sub.add_parser(
         "average",
-        help="average the weights of checkpoints of one model",
-        description="Write the element-wise mean of the weights of several checkpoints of the "
-        "same model (same config and vocabularies), e.g. the last few of one run, to a new "
-        "checkpoint that jumok translate reads like any other.",
+        help="average the weights of checkpoints of one run",
+        description="Write the element-wise mean of the weights of several checkpoints of one "
+        "training run (e.g. best, last and the k best in checkpoints/) to a new checkpoint that "
+        "jumok translate reads like any other. Checkpoints of different runs (another config "
+        "or seed) are refused: separately trained models do not average into a model.",
     )
     p.add_argument("checkpoints", type=Path, nargs="+", help="checkpoints or run directories")
     _out_argument(p, "the new checkpoint (must not exist)", required=True)
     _checkpoint_argument(p, "which checkpoint of a run directory")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="average checkpoints of different runs too (same model shape and vocabularies)",
+    )
     p.set_defaults(func=commands.cmd_average)
+
+
+def _add_runs(sub) -> None:
+    """``jumok runs [DIR]``: the runs in a folder, one line each."""
+    p = sub.add_parser(
+        "runs",
+        help="list the runs in a folder: status, best dev score, updates, time",
+        description="List every run directory under DIR, oldest first, one line each: its "
+        "status (finished; unfinished, which jumok train --resume continues; failed: stopped "
+        "before its first save, or its resume.state is unreadable), the best dev score of "
+        "train.early_stopping.metric, the updates done, the training time and when it started.",
+    )
+    p.add_argument(
+        "dir",
+        type=Path,
+        nargs="?",
+        default=Path("runs"),
+        metavar="DIR",
+        help="a folder of runs, searched three levels deep (default runs/, where jumok train "
+        "writes; a jumok demo or ladder folder works too)",
+    )
+    p.set_defaults(func=commands.cmd_runs)
+
+
+def _add_info(sub) -> None:
+    """``jumok info RUN_DIR``: the run's model card."""
+    p = sub.add_parser(
+        "info",
+        help="print a run's model card: data, model, training, scores, time, versions",
+        description="Print the model card of a run in Markdown: its status, the data it was "
+        "trained on, the model and training settings, the dev scores of each validation, the "
+        "training time, the versions and the commands that use it. A run that ends writes the "
+        "same card as RUN_DIR/README.md.",
+    )
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory")
+    p.set_defaults(func=commands.cmd_info)
 
 
 def _add_demo(sub) -> None:
@@ -359,7 +470,7 @@ def _add_serve(sub) -> None:
     )
     # --which: serve's own name for --checkpoint before the commands agreed on one.
     _checkpoint_argument(p, "checkpoint of each run", aliases=("--which",))
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    _device_argument(p)
     p.add_argument(
         "--log-level",
         default="info",
@@ -416,8 +527,15 @@ def main(argv: list[str] | None = None) -> int:
     """Run one jumok command; ``argv`` None means the ``jumok`` program itself (sys.argv)."""
     try:
         runtime.configure()  # the kernel caches, before any model runs
-        args = build_parser().parse_args(argv)
-        code = args.func(args)
+        parser = build_parser()
+        if not (sys.argv[1:] if argv is None else argv):
+            # What git does: the commands, on stdout, and a failing status, as a command line
+            # that runs nothing is a mistake in a script (`jumok $COMMAND` with it unset).
+            parser.print_help()
+            code = 2
+        else:
+            args = parser.parse_args(argv)
+            code = args.func(args)
     except JumokError as err:
         print(f"jumok: error: {err}", file=sys.stderr)
         code = 2

@@ -74,6 +74,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                 resume=args.resume is not None,
                 handle_signals=True,
             )
+        except DataError as err:
+            if str(err).startswith("data."):  # a data field: name the config it is read from
+                raise DataError(f"{args.config or run_dir / 'config.yaml'}: {err}") from None
+            raise
         except TrainingInterrupted as stop:
             if world.is_main:
                 print(f"jumok: {stop}", file=sys.stderr)
@@ -164,9 +168,8 @@ def cmd_translate(args: argparse.Namespace) -> int:
     if args.input == "-" and sys.stdin is None:
         raise DataError("standard input is closed; give --input FILE or open it")
     started = time.perf_counter()
-    translator = load(
-        args.run_dir, which=args.checkpoint
-    )  # a bad run dir fails before stdin is read
+    # a bad run dir fails before stdin is read
+    translator = load(args.run_dir, which=args.checkpoint, device=args.device)
     options = decode_options(args)
     opts = translator.options(max_length=args.max_length, batch_size=args.batch_size, **options)
     translator.prepare(**options)  # the bf16, int8 or packed copy: part of loading the model
@@ -178,7 +181,11 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
         interactive(translator, {"max_length": args.max_length, "batch_size": 1, **options})
         return 0
-    texts = read_inputs(args.input, max_chars=args.max_input_chars)
+    texts, notes = read_inputs(args.input, args.max_input_chars, strict=args.strict)
+    for note in notes[:10]:  # lines kept aligned with an empty output, each named
+        print(f"jumok: warning: {note}", file=sys.stderr)
+    if len(notes) > 10:
+        print(f"jumok: warning: ... and {len(notes) - 10} more such lines", file=sys.stderr)
     if not texts:
         name = "<stdin>" if args.input == "-" else args.input
         print(f"jumok: warning: {name} has no lines; nothing to translate", file=sys.stderr)
@@ -265,7 +272,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     created = make_output_dir(out, "--out")
     try:
         report, outputs = evaluate_files(
-            args.run_dir, args.src, args.ref, options, args.checkpoint, rerank=reranker(args)
+            args.run_dir,
+            args.src,
+            args.ref,
+            options,
+            args.checkpoint,
+            rerank=reranker(args),
+            device=args.device,
         )
         write_report(out, report, outputs)
     except BaseException:
@@ -294,8 +307,24 @@ def cmd_average(args: argparse.Namespace) -> int:
 
     paths = [resolve_checkpoint(path, args.checkpoint) for path in args.checkpoints]
     refuse_same_file(args.out, "--out", **{f"checkpoint {i}": p for i, p in enumerate(paths, 1)})
-    average_checkpoints(paths, args.out)
+    average_checkpoints(paths, args.out, one_run=not args.force)
     print(f"wrote the average of {len(paths)} checkpoints to {args.out}")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    """``jumok runs``: one line per run under DIR."""
+    from jumok.app.runs import list_runs
+
+    sys.stdout.write(list_runs(args.dir))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """``jumok info``: the run's model card."""
+    from jumok.training.card import model_card
+
+    sys.stdout.write(model_card(args.run_dir))
     return 0
 
 

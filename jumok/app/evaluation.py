@@ -47,8 +47,9 @@ def evaluate_files(
     options: dict[str, Any] | None = None,
     which: str = "best",
     rerank: Reranker | None = None,
+    device: str = "cpu",
 ) -> tuple[dict[str, Any], list[str]]:
-    """Translate ``src`` and score it against ``ref``.
+    """Translate ``src`` and score it against ``ref`` (decoding on ``device``).
 
     Returns:
         (the report, the outputs, one per source line).
@@ -58,13 +59,13 @@ def evaluate_files(
             length.
     """
     options = dict(options or {})
-    sources, refs = read_lines(src), read_lines(ref)
+    (sources, _), (refs, _) = read_lines(src), read_lines(ref)  # strict: a test set is whole
     if len(sources) != len(refs):
         raise DataError(
             f"{src} has {len(sources)} lines but {ref} has {len(refs)}; expected one reference "
             "per source line"
         )
-    translator = load([Path(r) for r in run_dirs], which=which)
+    translator = load([Path(r) for r in run_dirs], which=which, device=device)
     opts = translator.options(**options)
     results = translator.translate(sources, rerank=rerank, **options)
     outputs = [r.text for r in results]

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 from jumok.app.guards import ApiError
 from jumok.app.schemas import SERVER_OWNED, ServeConfig
 from jumok.config import DecodeConfig
-from jumok.data.inputs import text_problem
+from jumok.data.inputs import remove_controls, text_problem
 from jumok.decoding.translator import Translator
 
 
@@ -33,7 +33,8 @@ def check_texts(texts: list[str], translator: Translator, limits: ServeConfig) -
 
 
 def check_text(index: int, text: str, limits: ServeConfig, translator: Translator) -> None:
-    """Reject what cannot be one sentence, naming ``texts[index]``."""
+    """Reject what cannot be one sentence (a line break inside, more than --max-chars),
+    naming ``texts[index]``; a blank text passes (its result is ``skipped``)."""
     field = f"texts[{index}]"
     if len(text) > limits.max_chars:
         raise ApiError(
@@ -42,9 +43,9 @@ def check_text(index: int, text: str, limits: ServeConfig, translator: Translato
             "per text (--max-chars)",
             field,
         )
+    if not remove_controls(text)[0].strip():
+        return  # a blank text is answered with an empty, skipped result, as jumok translate does
     problem = text_problem(text)
-    if problem is None and not translator.src_tok.tokenize(text):
-        problem = "the text is empty; expected at least one character"
     if problem:
         raise ApiError(422, f"{field}: {problem}", field)
 

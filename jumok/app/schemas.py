@@ -8,9 +8,9 @@ flags from :class:`ServeConfig` without loading the server. The request schema i
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.fields import FieldInfo
 
 from jumok.config import DecodeConfig
@@ -113,11 +113,12 @@ TranslateRequest = create_model(
     __config__=ConfigDict(extra="forbid"),
     __doc__="Texts to translate, and any decoding option (the run's decode section otherwise).",
     texts=(
-        list[Annotated[str, StringConstraints(min_length=1)]],
+        list[str],
         Field(
             min_length=1,
             description="The texts, one sentence each (at most --max-texts texts of at most "
-            "--max-chars characters; no line breaks; control characters are removed).",
+            "--max-chars characters; no line breaks; control characters are removed; a blank "
+            "text gets an empty result marked skipped).",
             examples=[["Two dogs run."]],
         ),
     ),
@@ -178,6 +179,11 @@ class Result(BaseModel):
     source_tokens: list[str] = Field(description="Source tokens (columns of the attention).")
     text: str = Field(description="The best hypothesis ('' when abstained).")
     abstained: bool = Field(description="The best confidence was under abstain_below.")
+    skipped: bool = Field(
+        False,
+        description="The text was blank (once control characters were removed): nothing was "
+        "decoded, text is '' and hypotheses is empty.",
+    )
     unknown: int = Field(description="Source tokens outside the vocabulary (read as <unk>).")
     hypotheses: list[HypothesisOut] = Field(description="The n-best, best first.")
 
@@ -188,6 +194,20 @@ class TranslateResponse(BaseModel):
     model: str = Field(description="The model that decoded.")
     results: list[Result]
     elapsed_ms: float = Field(description="Time in the server, queue wait included.")
+
+
+# The request's decoding options, each with the value a served model uses when a request leaves
+# it out (its run's decode section), for GET /v1/models and the page's controls.
+DecodeDefaults = create_model(
+    "DecodeDefaults",
+    __doc__="A served model's decode settings: what each decoding option of a request is when "
+    "left out.",
+    **{
+        name: (info.annotation, info)
+        for name, info in DecodeConfig.model_fields.items()
+        if name not in SERVER_OWNED
+    },
+)
 
 
 class ModelInfo(BaseModel):
@@ -203,7 +223,11 @@ class ModelInfo(BaseModel):
     target_vocab_size: int
     reverse_source: bool
     parameters: int
-    decode: dict[str, Any] = Field(description="The run's decode settings (request defaults).")
+    decode: DecodeDefaults = Field(  # type: ignore[valid-type]
+        description="The run's decode section, one field per decoding option of the request: "
+        "the value it takes when a request leaves it out. The web page's beam, n-best and max "
+        "length start here."
+    )
     batches: int = Field(description="Batches decoded since start.")
     requests: int = Field(description="Requests decoded since start.")
 

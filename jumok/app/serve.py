@@ -24,8 +24,10 @@ What is refused before a route runs (Host, body size and speed, JSON) is in
 from __future__ import annotations
 
 import asyncio
+import errno
 import importlib.resources
 import logging
+import socket
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -52,6 +54,7 @@ from jumok.app.guards import (
 )
 from jumok.app.limits import check_cost, check_texts, decode_options
 from jumok.app.schemas import (
+    SERVER_OWNED,
     ErrorResponse,
     Health,
     HypothesisOut,
@@ -167,7 +170,7 @@ class Served:
             target_vocab_size=len(t.tgt_vocab),
             reverse_source=cfg.data.reverse_source,
             parameters=sum(p.numel() for p in t.model.parameters()),
-            decode=cfg.decode.model_dump(mode="json"),
+            decode=cfg.decode.model_dump(exclude=SERVER_OWNED),
             batches=self.batcher.stats.batches,
             requests=self.batcher.stats.requests,
         )
@@ -196,6 +199,7 @@ def _result(t: Translation, with_attention: bool) -> Result:
         source_tokens=t.source_tokens,
         text=t.text,
         abstained=t.abstained,
+        skipped=t.skipped,
         unknown=t.unknown,
         hypotheses=[
             HypothesisOut(
@@ -496,9 +500,9 @@ def load_models(paths: Mapping[str, Path], which: str = "best", device: str = "c
 
 
 def server_config(app: FastAPI, config: ServeConfig, log_level: str = "info"):
-    """The uvicorn settings for ``app``: the address, the access log, and the connection
-    limits (keep-alive, the header deadline of :class:`~jumok.app.guards.TimedH11Protocol`, the
-    connection cap)."""
+    """The uvicorn settings for ``app``: the address (for its logs; :func:`run` binds it), the
+    access log, and the connection limits (keep-alive, the header deadline of
+    :class:`~jumok.app.guards.TimedH11Protocol`, the connection cap)."""
     import uvicorn
 
     return uvicorn.Config(
@@ -513,29 +517,70 @@ def server_config(app: FastAPI, config: ServeConfig, log_level: str = "info"):
     )
 
 
-def run(models: Mapping[str, Translator], config: ServeConfig, log_level: str = "info") -> None:
-    """Serve until interrupted."""
+class AddressError(JumokError):
+    """The address ``jumok serve`` was asked to listen on cannot be bound."""
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A socket listening on ``host:port`` (port 0: any free one), before anything is announced.
+
+    Binding here rather than inside uvicorn turns a busy port into one :class:`AddressError`
+    (exit 2, as every other error) instead of a "serving on ..." line followed by uvicorn's
+    failure, and tells the caller which port ``--port 0`` got.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        # SO_REUSEADDR, as uvicorn sets it: a restart need not wait out the old connections.
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as err:
+        if err.errno == errno.EADDRINUSE:
+            raise AddressError(f"port {port} is in use; choose --port") from None
+        if err.errno == errno.EACCES:
+            raise AddressError(
+                f"port {port}: permission denied (ports under 1024 need privileges); choose --port"
+            ) from None
+        reason = err.strerror or str(err)
+        raise AddressError(f"--host {host}: cannot listen there ({reason})") from None
+
+
+def address(sock: socket.socket) -> str:
+    """The URL a bound socket answers on: ``http://HOST:PORT/`` with the real port."""
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def run(
+    models: Mapping[str, Translator],
+    config: ServeConfig,
+    log_level: str = "info",
+    sock: socket.socket | None = None,
+) -> None:
+    """Say where the server answers and serve until interrupted, on ``sock`` (from :func:`bind`,
+    so that a caller can refuse a busy port before loading models) or on a socket bound here."""
     import uvicorn
 
     app = create_app(models, config)
-    print(
-        f"jumok: serving {', '.join(models)} on http://{config.host}:{config.port}/ "
-        f"(API docs at /docs)",
-        flush=True,
-    )
-    server = uvicorn.Server(server_config(app, config, log_level))
-    server.run()
+    with sock or bind(config.host, config.port) as listening:
+        print(
+            f"jumok: serving {', '.join(models)} on {address(listening)} (API docs at /docs)",
+            flush=True,
+        )
+        server = uvicorn.Server(server_config(app, config, log_level))
+        server.run(sockets=[listening])
     if not server.started:  # as uvicorn.run does; uvicorn has logged why
         raise SystemExit(3)
 
 
 __all__ = [
+    "AddressError",
     "ApiError",
     "ErrorResponse",
     "JumokError",
     "ServeConfig",
     "TranslateRequest",
     "TranslateResponse",
+    "address",
+    "bind",
     "create_app",
     "load_models",
     "model_names",

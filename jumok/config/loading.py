@@ -164,10 +164,11 @@ def _describe(error: dict[str, Any], source: str, overrides: tuple | list) -> st
     message = error["msg"]
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
-    where = key or "(top level)"
     got = error.get("input")
     shown = "" if error["type"] in ("missing",) or isinstance(got, dict) else f" (got {got!r})"
-    return f"{origin}: {where}: {message}{shown}"
+    if not key:  # a check across sections names its fields in its message
+        return f"{origin}: {message}{shown}"
+    return f"{origin}: {key}: {message}{shown}"
 
 
 def _fields_at(path: list[str]) -> list[str]:

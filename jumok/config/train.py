@@ -49,7 +49,8 @@ class EarlyStoppingConfig(_Frozen):
     metric: Literal["exact_match", "bleu", "chrf", "loss"] = Field(
         "exact_match",
         description="Dev metric that chooses best.safetensors, drives early stopping and the "
-        "'plateau' schedule (loss: lower is better; the others: higher).",
+        "'plateau' schedule (loss: lower is better; the others: higher). A language model "
+        "(model.type: lm) has no outputs to score: loss, its default, is its only choice.",
     )
     patience: int | None = Field(
         None,

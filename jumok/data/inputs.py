@@ -45,17 +45,37 @@ def text_problem(text: str) -> str | None:
     return None
 
 
-def read_lines(source: str | Path, max_chars: int = MAX_INPUT_CHARS) -> list[str]:
-    """Lines of a file or stdin, one text each.
+def read_lines(
+    source: str | Path, max_chars: int = MAX_INPUT_CHARS, strict: bool = True
+) -> tuple[list[str], list[str]]:
+    """Lines of a file or stdin, one text each, and the notes on lines that were skipped.
+
+    ``strict``: a line that cannot be one input (bad UTF-8, empty, longer than ``max_chars``, an
+    unusable character) is an error naming it. Otherwise the output stays line-aligned, as other
+    MT tools keep it: such a line becomes an empty text (decoded to an empty output), and every
+    one but an empty line gets a note naming it. Control characters are not removed here: the
+    translator removes and counts them.
 
     Raises:
-        DataError: naming the line: bad UTF-8, an empty line, a line break inside, or a line
-            longer than ``max_chars`` (most likely not one sentence per line).
+        DataError: the file is missing or a directory; with ``strict``, a line as above.
     """
-    source = str(source)
-    name = "<stdin>" if source == "-" else source
+    name = "<stdin>" if str(source) == "-" else str(source)
+    texts: list[str] = []
+    notes: list[str] = []
+    for number, line in enumerate(_raw_lines(source, name), start=1):
+        text, problem = _one_text(line, max_chars)
+        if problem and strict:
+            raise DataError(f"{name}:{number}: {problem}")
+        if problem and not problem.startswith("empty line"):
+            notes.append(f"{name}:{number}: {problem}; its output is empty")
+        texts.append("" if problem else text)
+    return texts, notes
+
+
+def _raw_lines(source: str | Path, name: str) -> list[bytes]:
+    """The lines of the file (``-``: stdin) without line ends and a leading BOM."""
     try:
-        raw = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+        raw = sys.stdin.buffer.read() if str(source) == "-" else Path(source).read_bytes()
     except FileNotFoundError:
         raise DataError(f"{name}: input file not found") from None
     except IsADirectoryError:
@@ -67,24 +87,22 @@ def read_lines(source: str | Path, max_chars: int = MAX_INPUT_CHARS) -> list[str
     lines = raw.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
-    texts = []
-    for number, line in enumerate(lines, start=1):
-        try:
-            text = line.rstrip(b"\r").decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise DataError(
-                f"{name}:{number}: not valid UTF-8 (byte {err.start + 1} of the line); "
-                "expected a UTF-8 text file"
-            ) from None
-        if not text.strip():
-            raise DataError(f"{name}:{number}: empty line; expected one text per line")
-        if len(text) > max_chars:
-            raise DataError(
-                f"{name}:{number}: {len(text)} characters; expected at most {max_chars} per line "
-                "(--max-input-chars): is the file one sentence per line?"
-            )
-        problem = text_problem(text)
-        if problem:
-            raise DataError(f"{name}:{number}: {problem}")
-        texts.append(text)
-    return texts
+    return [line.rstrip(b"\r") for line in lines]
+
+
+def _one_text(line: bytes, max_chars: int) -> tuple[str, str | None]:
+    """A line's text, and what makes it unusable as one input (or None)."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return "", (
+            f"not valid UTF-8 (byte {err.start + 1} of the line); expected a UTF-8 text file"
+        )
+    if not text.strip():
+        return text, "empty line; expected one text per line"
+    if len(text) > max_chars:
+        return text, (
+            f"{len(text)} characters; expected at most {max_chars} per line "
+            "(--max-input-chars): is the file one sentence per line?"
+        )
+    return text, text_problem(text)

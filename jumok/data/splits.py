@@ -8,6 +8,7 @@ Shapes: ``B`` batch, ``S`` source length, ``T`` target length (see ``attention.p
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -163,6 +164,7 @@ def load_splits(cfg: DataConfig) -> Splits:
         )
         return splits
     assert cfg.train is not None  # guaranteed by DataConfig's validator
+    require_data_files(cfg)
     notes: list[str] = []
     # Streaming: train stays on disk and is read at every epoch (see streamed_train_pairs).
     train = [] if cfg.streaming else read_split(cfg, cfg.train, notes)
@@ -202,6 +204,24 @@ def load_splits(cfg: DataConfig) -> Splits:
             f"read {len(splits.train)} train, {len(splits.dev)} dev, {len(splits.test)} test pairs"
         )
     return splits
+
+
+def require_data_files(cfg: DataConfig) -> None:
+    """Refuse a missing data file before reading any, naming its field (data.train, ...).
+
+    Raises:
+        DataError: ``data.FIELD: PATH: file not found``, and that a relative path in a config is
+            read from the config file's folder (jumok.config.loading resolves it there).
+    """
+    for name in ("train", "dev", "test"):
+        value = getattr(cfg, name)
+        for path in value if isinstance(value, tuple) else (value,):
+            # lexists: a dangling or looping symbolic link is left to the reader's own message
+            if path is not None and not os.path.lexists(path):
+                raise DataError(
+                    f"data.{name}: {path}: file not found (a relative path in a config is read "
+                    "from the config file's folder)"
+                )
 
 
 def streamed_train_pairs(cfg: DataConfig, held_out: set[Pair]) -> Iterator[Pair]:

@@ -133,13 +133,19 @@ def check_compatible(checkpoints: Sequence[Checkpoint], names: Sequence[str]) ->
             raise ConfigError(f"{name}: its tokenizer model differs from {names[0]}'s")
 
 
-def average_checkpoints(paths: Sequence[str | Path], out: str | Path) -> Checkpoint:
+def average_checkpoints(
+    paths: Sequence[str | Path], out: str | Path, *, one_run: bool = False
+) -> Checkpoint:
     """Write the element-wise mean of the weights of ``paths`` (same model and vocabularies) to
     ``out``, with the first checkpoint's config, vocabularies and tokenizer files.
 
+    Args:
+        one_run: refuse checkpoints of different runs (:func:`require_one_run`), as ``jumok
+            average`` does unless given ``--force``.
+
     Raises:
-        ConfigError: fewer than one checkpoint, ``out`` is one of the inputs, or the models
-            differ in shape, config or vocabulary.
+        ConfigError: fewer than one checkpoint, ``out`` is one of the inputs, the models
+            differ in shape, config or vocabulary, or (``one_run``) they come from different runs.
     """
     if not paths:
         raise ConfigError("jumok average: give at least one checkpoint")
@@ -149,6 +155,8 @@ def average_checkpoints(paths: Sequence[str | Path], out: str | Path) -> Checkpo
     checkpoints = [load_checkpoint(p) for p in paths]
     names = [str(p) for p in paths]
     check_compatible(checkpoints, names)
+    if one_run:
+        require_one_run(checkpoints, names)
     first = checkpoints[0]
     for ckpt, name in zip(checkpoints[1:], names[1:], strict=True):
         if ckpt.config.model != first.config.model:
@@ -164,6 +172,60 @@ def average_checkpoints(paths: Sequence[str | Path], out: str | Path) -> Checkpo
     info = {"averaged": names, **{k: v for k, v in first.info.items() if k in ("epoch", "step")}}
     save_checkpoint(out, model, first.config, first.src_vocab, first.tgt_vocab, info, first.files)
     return load_checkpoint(out)
+
+
+# What a run's checkpoints may differ in: the fields a resumed run may change (the list of
+# jumok.training.resume.MAY_CHANGE, which decoding cannot import, with the budgets a finished
+# run is continued under) and the decoding settings, which no weight depends on.
+SAME_RUN_MAY_DIFFER = (
+    "train.threads",
+    "train.examples",
+    "train.device",
+    "train.resume_every",
+    "train.epochs",
+    "train.max_steps",
+    "train.max_seconds",
+    "decode.",
+)
+
+
+def require_one_run(checkpoints: Sequence[Checkpoint], names: Sequence[str]) -> None:
+    """Refuse checkpoints that do not come from one training run.
+
+    Checkpoints carry no run id; a run is known by its resolved config, seed included, which
+    every checkpoint embeds (two runs of one config and seed draw the same initial weights and
+    batches, so they are the same run as far as averaging goes). Averaging separately trained
+    models is meaningless: their hidden units need not line up, and the mean of two good models
+    is usually a bad one.
+
+    Raises:
+        ConfigError: one line naming the first two checkpoints that differ and how.
+    """
+    first = _flat(checkpoints[0].config.model_dump(mode="json"))
+    for ckpt, name in zip(checkpoints[1:], names[1:], strict=True):
+        mine = _flat(ckpt.config.model_dump(mode="json"))
+        differ = [
+            f"{key} {first.get(key)!r} vs {mine.get(key)!r}"
+            for key in sorted(first.keys() | mine.keys())
+            if first.get(key) != mine.get(key) and not key.startswith(SAME_RUN_MAY_DIFFER)
+        ]
+        if differ:
+            shown = "; ".join(differ[:3]) + ("; ..." if len(differ) > 3 else "")
+            raise ConfigError(
+                f"{names[0]} and {name} come from different runs ({shown}); the mean of "
+                "separately trained models is not a model of either. Average checkpoints of one "
+                "run (best, last, checkpoints/), or add --force to average them anyway"
+            )
+
+
+def _flat(node, prefix: str = "") -> dict:
+    """A nested dict as {dotted.path: value}."""
+    if not isinstance(node, dict):
+        return {prefix: node}
+    flat: dict = {}
+    for key, value in node.items():
+        flat.update(_flat(value, f"{prefix}.{key}" if prefix else key))
+    return flat
 
 
 def _get(config, dotted: str):

@@ -31,6 +31,7 @@ from jumok.data.vocab import Encoded as TokenIds
 from jumok.decoding import copies
 from jumok.decoding.diagnostics import AttentionDiagnostics, diagnose
 from jumok.decoding.hypothesis import Hypothesis
+from jumok.decoding.locate import resolve_checkpoint
 from jumok.decoding.search import run_search, search_batches
 from jumok.decoding.stop import StopCheck
 from jumok.errors import ConfigError, DataError, RunDirError
@@ -95,6 +96,8 @@ class Translation:
         confidence: the best hypothesis's :func:`confidence`.
         hypotheses: the n-best list, best first; the fields above repeat the first one.
         abstained: the confidence was below ``decode.abstain_below``: ``text`` is empty.
+        skipped: the input was blank (once control characters were removed): nothing was
+            decoded, ``text`` is empty and there are no hypotheses.
     """
 
     source: str
@@ -109,6 +112,12 @@ class Translation:
     confidence: float = 0.0
     hypotheses: list[Candidate] = field(default_factory=list)
     abstained: bool = False
+    skipped: bool = False
+
+    @classmethod
+    def skip(cls, source: str) -> Translation:
+        """The empty translation of an empty input (see ``skipped``)."""
+        return cls(source, "", 0.0, [], [], [], None, 0, skipped=True)
 
     def diagnostics(self) -> AttentionDiagnostics | None:
         """Attention diagnostics (:func:`jumok.decoding.diagnostics.diagnose`); None without attention.
@@ -255,6 +264,7 @@ class Translator:
         *,
         attention: bool = True,
         should_stop: StopCheck | None = None,
+        strict: bool = False,
         **options: Any,
     ) -> list[Translation]:
         """Translate each text.
@@ -263,18 +273,18 @@ class Translator:
             max_length, batch_size, **options: any ``decode.*`` field for this call (e.g.
                 ``beam=5, n_best=3``); the run's ``decode`` section gives the rest.
             rerank: reorder each n-best by an MMI score (:class:`Reranker`).
-            attention: return each hypothesis's attention matrix as lists of floats. False
-                leaves every ``attention`` None: for the n-best of long texts the lists take far
-                more memory than the search itself (16 hypotheses x 400 tokens x 1,000 source
-                tokens are 6.4 million Python floats).
+            attention: return each hypothesis's attention matrix as lists of floats; False
+                leaves them None (16 hypotheses x 400 x 1,000 tokens are 6.4 M Python floats).
             should_stop: asked before every decoding step; when it returns True the search
                 stops (a server stops the request of a caller that has gone).
+            strict: a blank text is an error; otherwise its translation is empty and marked
+                ``skipped``, so the outputs stay aligned with the inputs.
 
         Returns:
             One :class:`Translation` per text, in order; its ``hypotheses`` hold the n-best.
 
         Raises:
-            DataError: a text is empty.
+            DataError: with ``strict``, a text is empty.
             ConfigError: an option is unknown or out of range.
             jumok.decoding.stop.DecodingStopped: ``should_stop`` returned True.
         """
@@ -287,36 +297,33 @@ class Translator:
                 "point at a source token; turn replace_unk off"
             )
         src_tokens, encoded = self._encode(texts)
+        kept = [i for i, tokens in enumerate(src_tokens) if tokens]
+        if strict and len(kept) < len(texts):
+            first = next(i for i, tokens in enumerate(src_tokens) if not tokens)
+            raise DataError(
+                f"input {first + 1}: the text is empty; expected at least one character"
+            )
+        src_tokens, encoded = [src_tokens[i] for i in kept], [encoded[i] for i in kept]
         self._warn_unknown(src_tokens, encoded)
-        found = self._search(src_tokens, encoded, opts, attention, should_stop)
+        found = self._search(src_tokens, encoded, opts, attention, should_stop) if kept else []
         if rerank is not None:
-            rerank.apply(texts, [candidates for _, candidates in found])
+            rerank.apply([texts[i] for i in kept], [candidates for _, candidates in found])
+        results = {
+            i: self._assemble(texts[i], shown, candidates, e.unknown, opts)
+            for i, (shown, candidates), e in zip(kept, found, encoded, strict=True)
+        }
         return [
-            self._assemble(text, shown, candidates, e.unknown, opts)
-            for text, (shown, candidates), e in zip(texts, found, encoded, strict=True)
+            results[i] if i in results else Translation.skip(text) for i, text in enumerate(texts)
         ]
 
     def _encode(self, texts: Sequence[str]) -> tuple[list[list[str]], list[TokenIds]]:
-        """Each text's source tokens and their ids.
-
-        Raises:
-            DataError: a text is empty.
-        """
+        """Each text's source tokens (none for an empty text) and their ids, once control
+        characters are removed (with a warning)."""
         cleaned = [remove_controls(t) for t in texts]  # as training data is read
-        removed = sum(n for _, n in cleaned)
-        if removed:
-            warnings.warn(
-                f"removed {removed} control characters from {sum(1 for _, n in cleaned if n)} "
-                f"of {len(texts)} inputs (as from training data)",
-                ControlCharacterWarning,
-                stacklevel=3,
-            )
-        src_tokens = [self.src_tok.tokenize(t) for t, _ in cleaned]
-        for number, tokens in enumerate(src_tokens, start=1):
-            if not tokens:
-                raise DataError(
-                    f"input {number}: the text is empty; expected at least one character"
-                )
+        if removed := [n for _, n in cleaned if n]:
+            message = f"removed {sum(removed)} control characters from {len(removed)} inputs"
+            warnings.warn(message, ControlCharacterWarning, stacklevel=3)
+        src_tokens = [self.src_tok.tokenize(t) if t.strip() else [] for t, _ in cleaned]
         return src_tokens, [self.src_vocab.encode(tokens) for tokens in src_tokens]
 
     def _search(
@@ -550,24 +557,6 @@ class Translator:
             UnknownTokenWarning,
             stacklevel=3,
         )
-
-
-def resolve_checkpoint(run_dir: str | Path, which: str = "best") -> Path:
-    """The checkpoint file of a run directory (or the file itself when given one)."""
-    path = Path(run_dir)
-    if path.is_file():
-        return path
-    if not path.exists():
-        raise RunDirError(f"{path}: no such run directory")
-    candidate = path / f"{which}.safetensors"
-    if candidate.is_file():
-        return candidate
-    fallback = path / "last.safetensors"
-    if fallback.is_file():
-        return fallback
-    raise RunDirError(
-        f"{path}: no {which}.safetensors or last.safetensors; is this a jumok run directory?"
-    )
 
 
 def model_from(ckpt: Checkpoint) -> Seq2Seq:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import random
 import signal
@@ -47,6 +48,8 @@ MAGIC = b"JUMOK-RESUME\n"
 FORMAT_VERSION = 1
 # Fields a resumed run may change: they change neither what is trained nor in which order.
 MAY_CHANGE = ("train.threads", "train.examples", "train.device", "train.resume_every")
+# The budgets a finished run may be given more of, to train further (see extend_finished).
+BUDGETS = ("train.epochs", "train.max_steps", "train.max_seconds")
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -61,6 +64,8 @@ class Progress:
     ``epoch`` is the epoch in progress (from 1) and ``updates_in_epoch`` the updates already done
     in it; ``epoch_data_rng`` is the state of the batch-ordering generator when that epoch began.
     The ``since_*`` fields cover the training since the last validation (its train loss).
+    ``spent`` names what ended a finished run: any of :data:`BUDGETS` and
+    ``train.early_stopping`` (empty in states written before it was kept).
     """
 
     epoch_data_rng: torch.Tensor
@@ -74,6 +79,7 @@ class Progress:
     elapsed_seconds: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)  # one metrics.jsonl row each
     finished: bool = False
+    spent: list[str] = field(default_factory=list)
 
     def begin_epoch(self, epoch: int, data_rng: torch.Tensor) -> None:
         self.epoch, self.updates_in_epoch, self.epoch_data_rng = epoch, 0, data_rng
@@ -337,26 +343,96 @@ def require_resumable(run_dir: Path) -> Path:
 def load_resumable(run_dir: Path, cfg: Config) -> dict[str, Any]:
     """The saved state of an unfinished run whose config agrees with ``cfg``.
 
+    A finished run is continued when ``cfg`` raises the budget that ended it
+    (:func:`extend_finished`): the state comes back unfinished, with ``state["extended"]``
+    saying what was raised.
+
     Raises:
-        RunDirError: no state, a damaged one, a finished run, or a conflicting config.
+        RunDirError: no state, a damaged one, a finished run without a larger budget, or a
+            conflicting config.
     """
     path = require_resumable(run_dir)
     state = load_state(path)  # on the CPU; restore() copies tensors to their devices
     _require_fields(state, path)
-    if state["progress"]["finished"]:
-        raise RunDirError(
-            f"{run_dir}: the run already finished (update {state['progress']['step']}); "
-            "nothing to resume. Its weights are in best.safetensors and last.safetensors"
-        )
     saved = config_from_yaml(state["config"], source=f"{path} (embedded config)")
-    conflicts = config_conflicts(saved, cfg)
+    raised: list[str] = []
+    if state["progress"]["finished"]:
+        raised = extend_finished(run_dir, state, saved, cfg)
+    conflicts = config_conflicts(saved, cfg, also_allowed=raised)
     if conflicts:
         raise RunDirError(
             f"{run_dir}: the config given conflicts with the run's: {'; '.join(conflicts)}. A "
-            f"resumed run trains as it started (only {', '.join(MAY_CHANGE)} may change); "
-            "resume without CONFIG and --set, or start a new run"
+            f"resumed run trains as it started (only {', '.join(MAY_CHANGE)} may change, and "
+            f"a finished run's {', '.join(BUDGETS)} may be raised); resume without CONFIG "
+            "and --set, or start a new run"
+        )
+    if raised:
+        state["progress"].update(finished=False, spent=[])
+        state["extended"] = ", ".join(
+            f"{name} {_shown(saved, name)} -> {_shown(cfg, name)}" for name in raised
         )
     return state
+
+
+def extend_finished(
+    run_dir: Path, state: dict[str, Any], saved: Config, given: Config
+) -> list[str]:
+    """The budgets (:data:`BUDGETS`) that ``given`` raises above a finished run's config.
+
+    The run trains further only when every budget that ended it is raised: a run that ran out
+    of epochs needs more ``train.epochs``, whatever else is raised. ``train.max_seconds``
+    counts the whole run, the time already spent included.
+
+    Raises:
+        RunDirError: the run stopped early (train.early_stopping), or the budget that ended it
+            is not raised; the message says how to give it more.
+    """
+    p = state["progress"]
+    spent = p.get("spent") if isinstance(p.get("spent"), list) else []
+    spent = [name for name in spent if name in (*BUDGETS, "train.early_stopping")]
+    where = f"update {p.get('step')}, epoch {p.get('epoch')}"
+    if "train.early_stopping" in spent:
+        raise RunDirError(
+            f"{run_dir}: the run already finished ({where}): it stopped early "
+            "(train.early_stopping), which a larger budget does not change; nothing to resume. "
+            "Its weights are in best.safetensors and last.safetensors"
+        )
+    raised = [name for name in BUDGETS if _budget(given, name) > _budget(saved, name)]
+    needed = [name for name in spent if name not in raised] or ([] if raised else list(BUDGETS))
+    if needed:
+        ended = ", ".join(f"{name}: {_shown(saved, name)}" for name in spent) or "its budget"
+        more = " --set ".join(_more(saved, name) for name in needed if _more(saved, name))
+        raise RunDirError(
+            f"{run_dir}: the run already finished ({where}; it ended at {ended}); nothing to "
+            "resume. Its weights are in best.safetensors and last.safetensors. To train it "
+            f"further, raise its budget, e.g.: {resume_command(run_dir)} --set {more}"
+        )
+    return raised
+
+
+def _budget(cfg: Config, name: str) -> float:
+    """The value of budget ``name`` in ``cfg`` (null: no limit, infinity)."""
+    value = getattr(cfg.train, name.removeprefix("train."))
+    return math.inf if value is None else value
+
+
+def _shown(cfg: Config, name: str) -> str:
+    return _number(getattr(cfg.train, name.removeprefix("train.")))
+
+
+def _more(saved: Config, name: str) -> str:
+    """``name=VALUE`` with a larger value, for the message; empty when it has no limit."""
+    value = getattr(saved.train, name.removeprefix("train."))
+    if value is None:
+        return ""
+    return f"{name}={_number(value + 1 if name == 'train.epochs' else 2 * value)}"
+
+
+def _number(value: float | None) -> str:
+    """``null``, ``1800`` or ``1800.5``, as a --set takes it back."""
+    if value is None:
+        return "null"
+    return str(int(value)) if float(value).is_integer() else str(value)
 
 
 def _require_fields(state: Any, path: Path) -> None:
@@ -377,13 +453,17 @@ def _require_fields(state: Any, path: Path) -> None:
         )
 
 
-def config_conflicts(saved: Config, given: Config) -> list[str]:
-    """``field: run X, given Y`` for each field that differs, except those in MAY_CHANGE."""
+def config_conflicts(
+    saved: Config, given: Config, also_allowed: list[str] | tuple[str, ...] = ()
+) -> list[str]:
+    """``field: run X, given Y`` for each field that differs, except those in MAY_CHANGE and
+    ``also_allowed``."""
     a, b = _flatten(saved.model_dump(mode="json")), _flatten(given.model_dump(mode="json"))
+    allowed = {*MAY_CHANGE, *also_allowed}
     return [
         f"{key}: run {a.get(key)!r}, given {b.get(key)!r}"
         for key in sorted(a.keys() | b.keys())
-        if a.get(key) != b.get(key) and key not in MAY_CHANGE
+        if a.get(key) != b.get(key) and key not in allowed
     ]
 
 

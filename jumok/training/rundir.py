@@ -4,7 +4,8 @@ A run directory holds everything about one run::
 
     config.yaml        the resolved config (after --set overrides)
     vocab.json         source and target vocabularies
-    data/*.tsv         the generated splits, when the config generates its data
+    data/              the splits used: dev and test as .tsv, .src and .tgt (train too when
+                       generated), splits.json: where each came from, what was dropped
     metrics.jsonl      one JSON object per validation (every epoch, or every train.valid_every
                        updates); metrics.csv holds the same table. dev_bleu and dev_chrf are
                        null on generated data unless early stopping reads them
@@ -12,7 +13,7 @@ A run directory holds everything about one run::
                        CURVE_EVERY_SECONDS, and at the end
     best.safetensors   weights + config + vocabularies with the best dev score
                        (train.early_stopping.metric)
-    last.safetensors   the same, after the latest validation
+    last.safetensors   the same, after the latest validation (and as they are, on SIGINT/SIGTERM)
     checkpoints/       the k best (train.keep_best > 1)
     resume.state       everything needed to continue the run exactly (see jumok.training.resume)
     tensorboard/       the same metrics as TensorBoard events, when tensorboard is installed
@@ -20,7 +21,8 @@ A run directory holds everything about one run::
 Every file is written atomically (a temporary file, then a rename; see jumok.checkpoint), so an
 interruption at any moment leaves each file either as it was or complete. A directory that
 already holds a run is never reused: :func:`prepare_run_dir` refuses it; ``train(...,
-resume=True)`` (``jumok train --resume RUN_DIR``) continues an unfinished one.
+resume=True)`` (``jumok train --resume RUN_DIR``) continues an unfinished one, or a finished one
+given a larger budget.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from jumok.checkpoint import (
     atomic_write_text,
     remove_temporary_files,
 )
-from jumok.config import Config, config_to_yaml
+from jumok.config import Config, DataConfig, config_to_yaml
 from jumok.data.splits import Splits, pairs_text
 from jumok.errors import RunDirError
 from jumok.training.resume import STATE_FILE, keep_first_rows, resume_command
@@ -104,15 +106,74 @@ def clear(run_dir: Path) -> None:
 
 # ------------------------------------------------------------------ what a run writes first
 def write_run_files(
-    run_dir: Path, cfg: Config, vocab_tokens: dict[str, list[str]], splits: Splits
+    run_dir: Path,
+    cfg: Config,
+    vocab_tokens: dict[str, list[str]],
+    splits: Splits,
+    train_dropped: int = 0,
 ) -> None:
-    """A new run's config.yaml, vocab.json and (generated data only) data/*.tsv."""
+    """A new run's config.yaml, vocab.json and data/ (:func:`write_splits`)."""
     atomic_write_text(run_dir / "config.yaml", config_to_yaml(cfg))
     atomic_write_text(run_dir / "vocab.json", json.dumps(vocab_tokens, ensure_ascii=False))
-    if cfg.data.generate is not None:
-        (run_dir / "data").mkdir(exist_ok=True)
-        for name in ("train", "dev", "test"):
-            atomic_write_text(run_dir / "data" / f"{name}.tsv", pairs_text(getattr(splits, name)))
+    write_splits(run_dir / "data", cfg.data, splits, train_dropped)
+
+
+def write_splits(folder: Path, d: DataConfig, splits: Splits, train_dropped: int) -> None:
+    """The splits a run used, so that it can be evaluated on exactly its dev and test pairs.
+
+    ``dev`` and ``test`` (when there is one) as ``NAME.tsv`` (``source<TAB>target``) and as
+    ``NAME.src`` and ``NAME.tgt``, one text a line, for ``jumok eval --src --ref``; the train
+    split itself (``train.tsv``) only when it was generated (a user's train file may be large:
+    it stays where it is); and ``splits.json``: where each split came from and what was dropped
+    on the way (``splits.notes``, and ``train_dropped`` pairs over the data.max_*_length
+    limits). A tab or line break inside a text (a quoted CSV field) is written as a space, so
+    that every line stays one pair.
+    """
+    folder.mkdir(exist_ok=True)
+    written = {"dev": splits.dev, "test": splits.test}
+    if d.generate is not None:
+        written = {"train": splits.train, **written}
+    report: dict[str, Any] = {}
+    for name, pairs in written.items():
+        if not pairs and name == "test":
+            continue
+        flat = [(_one_line(s), _one_line(t)) for s, t in pairs]
+        atomic_write_text(folder / f"{name}.tsv", pairs_text(flat))
+        report[name] = {"pairs": len(pairs), "files": [f"{name}.tsv"]}
+        if name != "train":
+            atomic_write_text(folder / f"{name}.src", "".join(f"{s}\n" for s, _ in flat))
+            atomic_write_text(folder / f"{name}.tgt", "".join(f"{t}\n" for _, t in flat))
+            report[name]["files"] += [f"{name}.src", f"{name}.tgt"]
+    report.setdefault("train", {"files": []})
+    report["train"]["pairs"] = None if d.streaming else len(splits.train) - train_dropped
+    report["train"]["dropped_over_length"] = None if d.streaming else train_dropped
+    for name in ("train", "dev", "test"):
+        report.setdefault(name, {"pairs": 0, "files": []})["from"] = _origin(d, name)
+    report["notes"] = splits.notes
+    atomic_write_text(folder / "splits.json", json.dumps(report, ensure_ascii=False, indent=2))
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\r\n", " ").translate(_LINE_BREAKS)
+
+
+# Characters that would split a pair across lines or columns of the files above.
+_LINE_BREAKS = str.maketrans(dict.fromkeys("\t\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029", " "))
+
+
+def _origin(d: DataConfig, name: str) -> str:
+    """Where split ``name`` came from, for splits.json."""
+    if d.generate is not None:
+        return f"data.generate ({d.generate.task}, {d.generate.size} pairs, seed {d.generate.seed})"
+    path = getattr(d, name)
+    if path is not None:
+        return " + ".join(str(p) for p in path) if isinstance(path, tuple) else str(path)
+    if name == "dev":
+        return (
+            f"held out of data.train: {d.dev_size} distinct pairs (data.dev_size), "
+            f"data.split_seed {d.split_seed}"
+        )
+    return "none"
 
 
 def tidy_for_resume(run_dir: Path, rows: int, log: Callable[[str], None]) -> None:
@@ -149,19 +210,25 @@ class MetricFiles:
         """Append one validation's row to metrics.jsonl and metrics.csv (and TensorBoard).
 
         Each file is rewritten whole, atomically, with the new row at its end: an interruption
-        leaves it with or without that row, never with half of it.
+        leaves it with or without that row, never with half of it. metrics.csv keeps the columns
+        of its header (a run resumed by a newer jumok that writes more columns); a None (e.g.
+        BLEU on generated data) is an empty cell there and no TensorBoard point.
         """
         jsonl, csv_path = self.run_dir / "metrics.jsonl", self.run_dir / "metrics.csv"
         atomic_write_bytes(jsonl, _read_or_empty(jsonl) + (json.dumps(row) + "\n").encode("utf-8"))
+        old = _read_or_empty(csv_path)
+        header = next(csv.reader(io.StringIO(old.decode("utf-8"))), None) if old else None
         text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=list(row), lineterminator="\n")
-        if not csv_path.exists():
+        writer = csv.DictWriter(
+            text, fieldnames=header or list(row), lineterminator="\n", extrasaction="ignore"
+        )
+        if header is None:
             writer.writeheader()
         writer.writerow(row)
-        atomic_write_bytes(csv_path, _read_or_empty(csv_path) + text.getvalue().encode("utf-8"))
+        atomic_write_bytes(csv_path, old + text.getvalue().encode("utf-8"))
         if self.board is not None:
             for key, value in row.items():
-                if key not in ("epoch", "step"):
+                if key not in ("epoch", "step") and value is not None:
                     self.board.add_scalar(key, value, row["step"])
             self.board.flush()
 

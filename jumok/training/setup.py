@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from jumok.checkpoint import save_checkpoint
-from jumok.config import Config, DataConfig, TrainConfig
+from jumok.checkpoint import atomic_write_text, save_checkpoint
+from jumok.config import Config, DataConfig, TrainConfig, config_to_yaml
 from jumok.data.splits import (
     EncodedPairs,
     Pair,
@@ -138,7 +138,7 @@ def prepare_run(
     if saved is None and world.is_main:
         # Rank 0 writes the run directory, once the model is built: a model that does not fit
         # in memory fails before the folder holds a run, so the same --run-dir can be used again.
-        write_run_files(run_dir, cfg, vocab_tokens(vocabs), splits)
+        write_run_files(run_dir, cfg, vocab_tokens(vocabs), splits, train_data.dropped)
     generator = torch.Generator().manual_seed(t.seed)  # orders the batches
     updates_per_epoch = count_updates(train_data, t)
     total_steps = min(t.max_steps or math.inf, t.epochs * updates_per_epoch)
@@ -150,10 +150,9 @@ def prepare_run(
         progress = restore(saved, model, optimizer, schedule, stopper)
         if world.is_main:
             tidy_for_resume(run_dir, len(progress.history), log)
-        log(
-            f"resuming {run_dir} at epoch {progress.epoch}/{t.epochs}, update {progress.step} "
-            f"({progress.updates_in_epoch} of {updates_per_epoch} done in this epoch)"
-        )
+            if "extended" in saved:  # the run's config is now the larger budget's
+                atomic_write_text(run_dir / "config.yaml", config_to_yaml(cfg))
+        log(_resuming_line(run_dir, saved, progress, t.epochs, updates_per_epoch))
     world.seed_dropout(t.seed, progress.step)
     purge_step = progress.step + 1 if saved is not None else None
     files = MetricFiles(run_dir, purge_step) if world.is_main else None
@@ -178,6 +177,22 @@ def prepare_run(
         start=(now if launched is None else launched) - progress.elapsed_seconds,
         since=now - progress.since_seconds,
     )
+
+
+def _resuming_line(
+    run_dir: Path, saved: dict, p: Progress, epochs: int, updates_per_epoch: int
+) -> str:
+    """Where a resumed run continues from (and, for a finished run, which budget was raised)."""
+    if p.updates_in_epoch >= updates_per_epoch:
+        where = f"after update {p.step}, the end of epoch {p.epoch}/{epochs}"
+    else:
+        where = (
+            f"at epoch {p.epoch}/{epochs}, update {p.step} "
+            f"({p.updates_in_epoch} of {updates_per_epoch} done in this epoch)"
+        )
+    if "extended" in saved:
+        return f"extending the finished run {run_dir} ({saved['extended']}): continuing {where}"
+    return f"resuming {run_dir} {where}"
 
 
 def vocab_tokens(v: Vocabularies) -> dict[str, list[str]]:

@@ -7,6 +7,7 @@ bookkeeping, then (rank 0) the checkpoints, the log line and the learning curve.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -24,7 +25,8 @@ from jumok.training.metrics import bleu, chrf, exact_match, token_accuracy
 from jumok.training.rundir import keep_best
 from jumok.training.setup import Run
 
-# Which field of an EpochRecord each train.early_stopping.metric reads.
+# Which field of an EpochRecord each train.early_stopping.metric reads. A language model
+# (model.type: lm) has only loss: its config refuses the others (jumok.config.tree).
 METRICS = {
     "exact_match": "dev_exact_match",
     "bleu": "dev_bleu",
@@ -44,21 +46,26 @@ class EpochRecord:
     """What one validation measured; one line of ``metrics.jsonl`` and of ``metrics.csv``.
 
     ``epoch_seconds`` and ``train_tokens_per_second`` cover the training since the previous
-    validation (a whole epoch unless ``train.valid_every`` is set).
+    validation (a whole epoch unless ``train.valid_every`` is set). A language model
+    (``model.type: lm``) decodes nothing to score: its exact match, token accuracy, BLEU and
+    chrF are None, and ``dev_perplexity`` is its measure.
     """
 
     epoch: int
     step: int
     train_loss: float
     dev_loss: float
-    dev_exact_match: float
-    dev_token_accuracy: float
+    dev_exact_match: float | None  # None for a language model
+    dev_token_accuracy: float | None
     dev_bleu: float | None  # None on generated data, unless early stopping reads it
     dev_chrf: float | None
     lr: float
     epoch_seconds: float
     elapsed_seconds: float
     train_tokens_per_second: float
+    # exp(dev_loss); last, with a default, so that the rows of a run saved before it existed
+    # (resume.state) still load
+    dev_perplexity: float | None = None
 
 
 ValidationRecord = EpochRecord
@@ -66,19 +73,37 @@ ValidationRecord = EpochRecord
 
 @dataclass
 class DevScores:
-    """What :func:`evaluate` measured on a split, with the greedy outputs (``hyps``)."""
+    """What :func:`evaluate` measured on a split, with the greedy outputs (``hyps``); for a
+    language model, only the loss and the perplexity."""
 
     loss: float
-    exact_match: float
-    token_accuracy: float
+    exact_match: float | None
+    token_accuracy: float | None
     bleu: float | None
     chrf: float | None
     hyps: list[str]
+
+    @property
+    def perplexity(self) -> float:
+        """exp(loss): the loss is the mean cross-entropy per target token, in nats."""
+        return perplexity(self.loss)
 
 
 def is_text(cfg: Config) -> bool:
     """BLEU and chrF are printed for real data, not the toy tasks scored by exact match."""
     return cfg.data.generate is None
+
+
+def is_language_model(cfg: Config) -> bool:
+    """A language model (``model.type: lm``) has no source, so no output to score: its dev
+    measure is the perplexity."""
+    return cfg.model.type == "lm"
+
+
+def perplexity(loss: float) -> float:
+    """exp(loss), the perplexity of a mean cross-entropy per token (inf past float range,
+    nan for the nan loss of an empty split)."""
+    return math.inf if loss > 709.0 else math.exp(loss)  # exp(709.8) overflows a float
 
 
 @torch.no_grad()
@@ -90,9 +115,14 @@ def evaluate(
     cfg: Config,
     device: torch.device,
 ) -> DevScores:
-    """Teacher-forced loss; greedy exact match, token accuracy, BLEU and chrF on a split."""
+    """Teacher-forced loss; greedy exact match, token accuracy, BLEU and chrF on a split.
+
+    A language model gets the loss alone: greedy decoding from no source gives the same
+    sentence for every item, which no reference can score.
+    """
+    lm = is_language_model(cfg)
     if len(data) == 0:
-        return DevScores(float("nan"), 0.0, 0.0, 0.0, 0.0, [])
+        return DevScores(float("nan"), *((None,) * 4 if lm else (0.0,) * 4), [])
     model.eval()
     loss_sum, token_sum = 0.0, 0
     hyps: list[str] = [""] * len(data)
@@ -114,6 +144,8 @@ def evaluate(
             )
         token_sum += batch.n_target_tokens
         batches.append(batch)
+    if lm:
+        return DevScores(loss_sum / token_sum, None, None, None, None, [])
     # greedy search streams the batches through eval_batch_size slots (jumok.decoding.search), without
     # the decoding-only token tables (they would sit on top of training's memory), on a CPU
     # with the decoder's products packed (jumok.fast.packing: a copy around the same parameters)
@@ -200,6 +232,7 @@ class Validator:
             epoch_seconds=seconds,
             elapsed_seconds=time.perf_counter() - run.start,
             train_tokens_per_second=p.since_tokens / max(seconds, 1e-9),
+            dev_perplexity=scores.perplexity,
         )
 
     def _publish(
@@ -233,10 +266,14 @@ class Validator:
         where = f"epoch {record.epoch}/{t.epochs}" + (
             f" step {record.step}" if t.valid_every else ""
         )
+        if is_language_model(cfg):
+            scored = f"dev perplexity {scores.perplexity:.2f}"
+        else:
+            scored = f"dev exact match {100 * scores.exact_match:.2f}%" + (
+                f"  BLEU {scores.bleu:.2f}  chrF {scores.chrf:.2f}" if is_text(cfg) else ""
+            )
         self.log(
-            f"{where}  train loss {record.train_loss:.4f}  dev loss {scores.loss:.4f}  "
-            f"dev exact match {100 * scores.exact_match:.2f}%"
-            + (f"  BLEU {scores.bleu:.2f}  chrF {scores.chrf:.2f}" if is_text(cfg) else "")
+            f"{where}  train loss {record.train_loss:.4f}  dev loss {scores.loss:.4f}  {scored}"
             + f"  ({record.epoch_seconds:.1f} s, {record.train_tokens_per_second:,.0f} target tok/s)"
         )
         for source, ref, hyp in examples(self.run.splits.dev, scores.hyps, t.examples):

@@ -6,16 +6,52 @@
 const $ = (id) => document.getElementById(id);
 let current = null; // the last result: {source_tokens, hypotheses}
 
+const models = {}; // name -> its GET /v1/models entry
+
 async function loadModels() {
   const response = await fetch("/v1/models");
   const body = await response.json();
   for (const m of body.models) {
+    models[m.name] = m;
     const option = document.createElement("option");
     option.value = m.name;
     option.textContent = `${m.name} (${m.attention} attention)`;
     $("model").appendChild(option);
   }
   $("model").value = body.default;
+  useDefaults();
+}
+
+// The controls start at the chosen model's own decode settings (its run's decode section).
+function useDefaults() {
+  const model = models[$("model").value];
+  if (!model) return;
+  const d = model.decode;
+  $("beam").value = d.beam;
+  $("nbest").value = d.n_best;
+  $("maxlen").value = d.max_length;
+  $("defaults").textContent =
+    `${model.name}'s defaults (its run's decode section): beam ${d.beam} · ` +
+    `n-best ${d.n_best} · max length ${d.max_length}`;
+}
+
+// Input the model has never seen is read as <unk>: say so, or its output looks trustworthy.
+function showUnknown(result) {
+  const warning = $("unknown");
+  warning.hidden = result.unknown === 0;
+  if (warning.hidden) return;
+  const model = models[$("model").value];
+  const unit = model && model.tokenizer === "char" ? "characters" : "tokens";
+  const total = result.source_tokens.length;
+  warning.textContent =
+    `${result.unknown} of ${total} ${unit} are unknown to this model (read as <unk>); ` +
+    "the output below is a guess.";
+}
+
+// A control's number; null (the model's own setting) when it is empty.
+function option(id) {
+  const value = $(id).value;
+  return value === "" ? null : Number(value);
 }
 
 function status(text, isError) {
@@ -27,14 +63,15 @@ async function translate(event) {
   event.preventDefault();
   const text = $("text").value.trim();
   if (!text) return;
-  const beam = Number($("beam").value);
+  const beam = option("beam");
+  const nBest = option("nbest");
   const request = {
     texts: [text],
     model: $("model").value || null,
     attention: true,
     beam: beam,
-    n_best: Math.min(Number($("nbest").value), beam),
-    max_length: Number($("maxlen").value),
+    n_best: nBest !== null && beam !== null ? Math.min(nBest, beam) : nBest,
+    max_length: option("maxlen"),
   };
   status("translating…", false);
   $("go").disabled = true;
@@ -50,6 +87,7 @@ async function translate(event) {
       return;
     }
     current = body.results[0];
+    showUnknown(current);
     status(`${body.model} · ${body.elapsed_ms.toFixed(0)} ms`, false);
     showHypotheses();
   } catch (err) {
@@ -136,6 +174,7 @@ function showTip(event, cell) {
 }
 
 $("form").addEventListener("submit", translate);
+$("model").addEventListener("change", useDefaults);
 $("text").addEventListener("keydown", (e) => {
   if (e.key === "Enter" && !e.shiftKey) {
     e.preventDefault();
