@@ -273,3 +273,18 @@ def test_device_cpu_decodes_and_an_absent_device_is_refused(runs, tmp_path, caps
         with pytest.raises(SystemExit):
             main(["translate", run, "--device", "cuda"])
         assert "0 CUDA device(s); use --device cpu" in capsys.readouterr().err
+
+
+def test_a_missing_data_file_names_the_config_and_the_field(tmp_path, capsys, monkeypatch):
+    """Item 7: the message names the config file, the field, and that paths are relative to the
+    config's folder; no runs/... folder is left behind."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "my.yaml").write_text(
+        "data: {train: pairs.tsv}\nmodel: {attention: dot}\n", encoding="utf-8"
+    )
+    assert main(["train", "conf/my.yaml", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "jumok: error: conf/my.yaml: data.train: " in err
+    assert "read from the config file's folder" in err
+    assert not (tmp_path / "runs").exists()

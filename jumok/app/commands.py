@@ -333,7 +333,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from jumok.app.schemas import ServeConfig
-    from jumok.app.serve import load_models, model_names, run
+    from jumok.app.serve import bind, load_models, model_names, run
     from jumok.config import format_validation_error
 
     given = {
@@ -345,8 +345,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config = ServeConfig(**given)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, "serve options")) from None
-    models = load_models(model_names(args.run_dir), which=args.checkpoint, device=args.device)
-    run(models, config, log_level=args.log_level)
+    paths = model_names(args.run_dir)
+    sock = bind(config.host, config.port)  # a busy port fails now, not after loading the models
+    try:
+        models = load_models(paths, which=args.checkpoint, device=args.device)
+    except BaseException:
+        sock.close()
+        raise
+    run(models, config, log_level=args.log_level, sock=sock)
     return 0
 
 
