@@ -305,3 +305,44 @@ def curves(
             ax.set_title(title)
         fig.tight_layout()
         return _save(fig, path, dpi=120)
+
+
+def reliability_diagram(
+    path: str | Path, bins: Sequence[Any], threshold: float | None, title: str | None = None
+) -> Path:
+    """Accuracy against confidence per bin (``jumok calibrate``): bars of each bin's accuracy,
+    its mean confidence as a dot, the diagonal of perfect calibration, the abstain threshold as
+    a vertical line, and below, how many lines each bin holds. ``bins``: objects with ``low``,
+    ``high``, ``count``, ``confidence`` and ``accuracy`` (:class:`jumok.app.calibrate.Bin`)."""
+    plt = _pyplot()
+    full = [b for b in bins if b.count]
+    with label_fonts():
+        fig, (ax, ax_n) = plt.subplots(
+            2, 1, figsize=(5.5, 6.0), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+        )
+        width = [b.high - b.low for b in bins]
+        ax.bar([b.low for b in bins], [b.accuracy for b in bins], width=width, align="edge",
+               edgecolor="black", alpha=0.7, label="accuracy (good share)")  # fmt: skip
+        ax.plot([b.confidence for b in full], [b.accuracy for b in full], "o", color="C3",
+                label="mean confidence of the bin")  # fmt: skip
+        ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+        ax_n.bar([b.low for b in bins], [b.count for b in bins], width=width, align="edge",
+                 edgecolor="black", color="C2")  # fmt: skip
+        if threshold is not None:
+            for a in (ax, ax_n):
+                a.axvline(threshold, color="C1", linewidth=2)
+            right = threshold > 0.5  # the label on the side with room
+            label = f"abstain below {threshold:.3f}"
+            ax.text(threshold, 0.02, f"{label} " if right else f" {label}", color="C1",
+                    ha="right" if right else "left")  # fmt: skip
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("accuracy")
+        ax.legend(loc="upper left", fontsize=8)
+        ax.grid(alpha=0.3)
+        ax_n.set_xlabel("confidence (geometric mean of token probabilities)")
+        ax_n.set_ylabel("lines")
+        if title:
+            ax.set_title(title, fontsize=9)
+        fig.tight_layout()
+        return _save(fig, path, dpi=110)

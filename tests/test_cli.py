@@ -254,7 +254,8 @@ def test_every_command_spells_the_checkpoint_choice_the_same_way(monkeypatch):
     assert parser.parse_args(["serve", "run", "--which", "last"]).checkpoint == "last"
     seen = {}
     monkeypatch.setattr(serve, "load_models", lambda paths, which, device: seen.update(w=which))
-    monkeypatch.setattr(serve, "run", lambda models, config, log_level: None)
+    monkeypatch.setattr(serve, "bind", lambda host, port: None)  # no real socket in this test
+    monkeypatch.setattr(serve, "run", lambda models, config, log_level, sock: None)
     assert main(["serve", "run", "--which", "last"]) == 0
     assert seen == {"w": "last"}
 

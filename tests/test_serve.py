@@ -127,7 +127,7 @@ def test_models_publish_the_runs_decode_settings_as_a_schema(client, translator)
     )
     defaults = schemas["DecodeDefaults"]["properties"]
     request = schemas["TranslateRequest"]["properties"]
-    assert set(defaults) == set(request) - {"texts", "model", "attention"}
+    assert set(defaults) == set(request) - {"texts", "model", "attention", "prefix"}
     assert defaults["beam"]["description"] == request["beam"]["description"]
 
 

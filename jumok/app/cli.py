@@ -1,7 +1,7 @@
 """The ``jumok`` command line; the only module that reads ``sys.argv``.
 
 Subcommands: ``train``, ``vocab``, ``translate``, ``eval``, ``generate``, ``average``, ``runs``,
-``info``, ``demo``, ``ladder``, ``serve``, ``data check``. This module declares them, one
+``info``, ``calibrate``, ``demo``, ``ladder``, ``serve``, ``data check``. This module declares them, one
 ``_add_<command>`` function each; what each one does is in :mod:`jumok.app.commands`, the
 decoding flags they share in :mod:`jumok.app.decode_flags`, and the parser's "did you mean" in
 :mod:`jumok.app.suggest`. Any :class:`~jumok.errors.JumokError` is printed as one line
@@ -17,13 +17,16 @@ import sys
 from pathlib import Path
 
 from jumok.app import commands
+from jumok.app.calibrate import add_arguments as add_calibrate_arguments
 from jumok.app.decode_flags import (
     CHOICES,
     add_decode_arguments,
     add_generate_arguments,
     add_mmi_arguments,
+    add_prefix_arguments,
     decode_options,
 )
+from jumok.app.replies import REPLY_FLAGS, add_reply_arguments
 from jumok.app.suggest import HelpGroups, Parser
 from jumok.data.inputs import MAX_INPUT_CHARS
 from jumok.errors import JumokError
@@ -47,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_vocab(sub)
     _add_translate(sub)
     _add_eval(sub)
+    _add_calibrate(sub)
     _add_generate(sub)
     _add_average(sub)
     _add_runs(sub)
@@ -110,9 +114,10 @@ def _checkpoint_argument(
 # The sections of translate's and eval's --help, in order; every flag of theirs is in one.
 DECODING_SECTIONS = {
     "input and output": (
-        *("--input", "--output", "--max-input-chars", "--strict", "--format"),
-        *("--src", "--ref", "--out"),
+        *("--input", "--input-format", "--output", "--max-input-chars", "--strict"),
+        *("--format", "--src", "--ref", "--out"),
     ),
+    "prefix (docs/steering.md)": ("--prefix",),
     "model and speed": ("--checkpoint", "--device", "--batch-size", "--precision", "--quantize"),
     "search": (
         *("--beam", "--n-best", "--max-length", "--length-penalty", "--alpha"),
@@ -125,6 +130,7 @@ DECODING_SECTIONS = {
     ),
     "reranking (MMI, docs/decoding.md)": ("--mmi-lm", "--mmi-reverse", "--mmi-lambda"),
     "reports and pictures": ("--plot", "--report-time"),
+    "reply sets (docs/decoding.md)": REPLY_FLAGS,
 }
 
 
@@ -294,6 +300,8 @@ def _add_translate(sub) -> None:
         "(see docs/diagnostics.md)",
     )
     _decoding_arguments(p)
+    add_reply_arguments(p)
+    add_prefix_arguments(p)
     p.add_argument(
         "--plot",
         type=Path,
@@ -331,6 +339,22 @@ def _add_eval(sub) -> None:
     )
     _decoding_arguments(p)
     p.parser.set_defaults(func=commands.cmd_eval)
+
+
+def _add_calibrate(sub) -> None:
+    """``jumok calibrate RUN_DIR --src S --ref R --target-precision P``: the abstain threshold."""
+    p = sub.add_parser(
+        "calibrate",
+        help="find the confidence threshold that reaches a target precision (abstain)",
+        description="Decode --src, mark each line good against --ref (exact match or sentence "
+        "chrF), find the smallest confidence threshold whose kept lines reach "
+        "--target-precision, report the coverage there and the expected calibration error, and "
+        "write calibration.json and calibration.png (reliability diagram) into the run; "
+        "--abstain-below auto then uses the threshold (docs/steering.md).",
+    )
+    add_calibrate_arguments(p)
+    _decoding_arguments(p)
+    p.set_defaults(func=commands.cmd_calibrate)
 
 
 def _add_generate(sub) -> None:

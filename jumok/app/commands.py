@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from jumok.app.decode_flags import decode_options, generate_options, reranker
+from jumok.app.jsonl_input import read_input
 from jumok.app.outputs import check_output, make_output_dir, remove_if_empty, write_output
-from jumok.data.inputs import read_lines as read_inputs
 from jumok.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -161,6 +161,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     """``jumok translate``: decode --input (or a terminal session) and write the outputs."""
     import time
 
+    from jumok.app.replies import reply_options, translate_replies
     from jumok.decoding.translator import load
 
     refuse_same_file(args.output, "--output", **{"--input": args.input})  # before any work
@@ -170,7 +171,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     # a bad run dir fails before stdin is read
     translator = load(args.run_dir, which=args.checkpoint, device=args.device)
-    options = decode_options(args)
+    options = reply_options(args, decode_options(args))  # --reply-set: refuses search flags
     opts = translator.options(max_length=args.max_length, batch_size=args.batch_size, **options)
     translator.prepare(**options)  # the bf16, int8 or packed copy: part of loading the model
     loaded = time.perf_counter()
@@ -179,9 +180,12 @@ def cmd_translate(args: argparse.Namespace) -> int:
     if args.input == "-" and args.output == "-" and sys.stdin.isatty():
         from jumok.app.console import interactive
 
-        interactive(translator, {"max_length": args.max_length, "batch_size": 1, **options})
+        start = {"max_length": args.max_length, "batch_size": 1, "prefix": args.prefix}
+        interactive(translator, {**start, **options})
         return 0
-    texts, notes = read_inputs(args.input, args.max_input_chars, strict=args.strict)
+    texts, prefix, notes = read_input(
+        args.input, args.input_format, args.max_input_chars, args.strict, args.prefix
+    )
     for note in notes[:10]:  # lines kept aligned with an empty output, each named
         print(f"jumok: warning: {note}", file=sys.stderr)
     if len(notes) > 10:
@@ -189,13 +193,16 @@ def cmd_translate(args: argparse.Namespace) -> int:
     if not texts:
         name = "<stdin>" if args.input == "-" else args.input
         print(f"jumok: warning: {name} has no lines; nothing to translate", file=sys.stderr)
-    results = translator.translate(
-        texts,
-        max_length=args.max_length,
-        batch_size=args.batch_size,
-        rerank=reranker(args),
-        **options,
-    )
+    results = translate_replies(args, translator, texts, options)  # None without --reply-set
+    if results is None:
+        results = translator.translate(
+            texts,
+            max_length=args.max_length,
+            batch_size=args.batch_size,
+            rerank=reranker(args),
+            prefix=prefix,
+            **options,
+        )
     if args.report_time:
         _report_time(results, time.perf_counter() - loaded, loaded - started)
     if args.format == "jsonl":
@@ -287,6 +294,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     sys.stdout.write(format_report(report))
     print(f"wrote {out}/report.json, report.md and hypotheses.txt")
     return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """``jumok calibrate``: the confidence threshold reaching --target-precision, into the run."""
+    from jumok.app.calibrate import run_calibration
+
+    options = {"max_length": args.max_length, "batch_size": args.batch_size, **decode_options(args)}
+    options = {k: v for k, v in options.items() if v is not None}
+    return run_calibration(args, options, rerank=reranker(args))
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

@@ -11,6 +11,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from jumok.app.calibrate import abstain_value, resolve_abstain
+
 # (flag, decode field, type, help) of every decoding option; defaults come from the run's config.
 DECODE_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--beam", "beam", int, "beam size K; 1 = greedy search"),
@@ -33,7 +35,13 @@ DECODE_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--top-k", "top_k", int, "sample among the k most likely tokens"),
     ("--top-p", "top_p", float, "sample among the tokens whose probabilities reach p"),
     ("--seed", "seed", int, "seed of sampling"),
-    ("--abstain-below", "abstain_below", float, "no reply when the confidence is below this"),
+    (
+        "--abstain-below",
+        "abstain_below",
+        abstain_value,
+        "no reply when the confidence is below this; auto: the threshold of the run's "
+        "calibration.json (jumok calibrate)",
+    ),
 ]
 
 
@@ -91,6 +99,24 @@ def add_decode_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_prefix_arguments(p: argparse.ArgumentParser) -> None:
+    """``--prefix`` and ``--input-format``: what each output must start with, for every line or
+    per line (docs/steering.md, Prefix)."""
+    p.add_argument(
+        "--input-format",
+        choices=["text", "jsonl"],
+        default="text",
+        help='text: one input per line (default); jsonl: one JSON object per line, {"text": ..., '
+        '"prefix": ...} (prefix optional; a malformed line is an error naming it and the field)',
+    )
+    p.add_argument(
+        "--prefix",
+        metavar="TEXT",
+        help="every output starts with TEXT (target tokens, scored), then is decoded freely; "
+        "with --input-format jsonl, for the lines without a prefix field",
+    )
+
+
 def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     """The flags of the decoding options ``jumok generate`` offers (:data:`GENERATE_OPTIONS`)."""
     for flag, name, kind, text in DECODE_FLAGS:
@@ -140,7 +166,8 @@ def decode_options(args: argparse.Namespace) -> dict[str, Any]:
         "precision",
         "quantize",
     ]
-    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    return resolve_abstain(given, args.run_dir)  # --abstain-below auto: calibration.json
 
 
 def generate_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -27,6 +27,8 @@ def _type_name(annotation: typing.Any) -> str:
         parts = [_type_name(a) for a in typing.get_args(annotation) if a is not type(None)]
         optional = type(None) in typing.get_args(annotation)
         return " \\| ".join(parts) + (" \\| null" if optional else "")
+    if origin is list:  # list[str | None]: its "|" escaped too, as in a table cell
+        return f"list[{_type_name(typing.get_args(annotation)[0])}]"
     if isinstance(annotation, type):
         return {"Path": "path", "int": "int", "float": "float", "bool": "bool", "str": "str"}.get(
             annotation.__name__, annotation.__name__
@@ -101,6 +103,10 @@ def _field_table(heading: str, model: type[BaseModel], prefix: str = "") -> list
     return [*lines, ""]
 
 
+# Commands whose flags are the decoding options (the longest help texts): their own page.
+DECODING_COMMANDS = ("translate", "eval", "calibrate")
+
+
 def cli_reference() -> str:
     from jumok.app.cli import build_parser
 
@@ -111,24 +117,48 @@ def cli_reference() -> str:
         "",
         "Every command prints one line `jumok: error: ...` and exits with status 2 on bad input",
         "(a config typo, a malformed data line, a run directory that already holds a run); nothing",
-        "already on disk is changed.",
+        "already on disk is changed. The commands that decode with the decoding flags (`jumok "
+        + "`, `jumok ".join(DECODING_COMMANDS)
+        + "`) are on their own page: [cli-decoding.md](cli-decoding.md).",
         "",
         "```text",
         _help(parser),
         "```",
         "",
     ]
-    lines += _subcommands(parser, "jumok")
+    lines += _subcommands(parser, "jumok", skip=DECODING_COMMANDS)
     return "\n".join(lines)
 
 
-def _subcommands(parser: argparse.ArgumentParser, prefix: str) -> list[str]:
+def decoding_cli_reference() -> str:
+    from jumok.app.cli import build_parser
+
+    lines = [
+        HEADER,
+        "# Decoding commands",
+        "",
+        "The commands that decode a trained run, with every decoding flag (the other commands:",
+        "[cli.md](cli.md); what the decoding options do: [decoding.md](decoding.md)).",
+        "",
+    ]
+    lines += _subcommands(build_parser(), "jumok", only=DECODING_COMMANDS)
+    return "\n".join(lines)
+
+
+def _subcommands(
+    parser: argparse.ArgumentParser,
+    prefix: str,
+    skip: tuple[str, ...] = (),
+    only: tuple[str, ...] | None = None,
+) -> list[str]:
     """A section per subcommand, and per sub-subcommand (``jumok data check``), in order."""
     lines: list[str] = []
     for action in parser._actions:
         if not isinstance(action, argparse._SubParsersAction):
             continue
         for name, sub in action.choices.items():
+            if name in skip or (only is not None and name not in only):
+                continue
             lines += [f"## `{prefix} {name}`", "", "```text", _help(sub), "```", ""]
             lines += _subcommands(sub, f"{prefix} {name}")
     return lines
@@ -151,7 +181,7 @@ def _help(parser: argparse.ArgumentParser) -> str:
 
 def api_reference() -> str:
     """The HTTP API of ``jumok serve``: every request and response field, and the JSON schemas."""
-    from jumok.app import schemas
+    from jumok.app import schemas, serve_replies
 
     lines = [
         HEADER,
@@ -170,6 +200,8 @@ def api_reference() -> str:
         ("one result per text", schemas.Result),
         ("one hypothesis", schemas.HypothesisOut),
         ("GET /v1/models: one model", schemas.ModelInfo),
+        ("GET /v1/models: a model's decode settings", schemas.DecodeDefaults),
+        ("POST /v1/reply: request (with --reply-set)", serve_replies.ReplyRequest),
         ("every error", schemas.ErrorResponse),
     ]:
         lines += _field_table(f"{title} (`{model.__name__}`)", model)
@@ -193,6 +225,7 @@ def api_reference() -> str:
 PAGES = {
     "docs/config.md": config_reference,
     "docs/cli.md": cli_reference,
+    "docs/cli-decoding.md": decoding_cli_reference,
     "docs/api.md": api_reference,
 }
 

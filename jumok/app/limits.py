@@ -14,7 +14,9 @@ from jumok.app.guards import ApiError
 from jumok.app.schemas import SERVER_OWNED, ServeConfig
 from jumok.config import DecodeConfig
 from jumok.data.inputs import remove_controls, text_problem
+from jumok.decoding.prefix import prefix_ids
 from jumok.decoding.translator import Translator
+from jumok.errors import DataError
 
 
 def check_texts(texts: list[str], translator: Translator, limits: ServeConfig) -> None:
@@ -90,6 +92,38 @@ def decode_options(request: BaseModel, translator: Translator, limits: ServeConf
             "replace_unk",
         )
     return options
+
+
+def check_prefix(
+    body: BaseModel, translator: Translator, options: DecodeConfig, limits: ServeConfig
+) -> list[str | None]:
+    """Each text's prefix (``prefix``: one string for all, or one entry per text), each
+    checked as :meth:`Translator.translate <jumok.decoding.translator.Translator.translate>`
+    would check it, naming ``prefix`` or ``prefix[i]``."""
+    prefix, count = body.prefix, len(body.texts)
+    if prefix is None or isinstance(prefix, str):
+        named = [("prefix", prefix)]
+        prefixes = [prefix] * count
+    elif len(prefix) != count:
+        raise ApiError(
+            422, f"prefix: {len(prefix)} prefixes for {count} texts; expected one each", "prefix"
+        )
+    else:
+        named = [(f"prefix[{i}]", text) for i, text in enumerate(prefix)]
+        prefixes = list(prefix)
+    for field, text in named:
+        if text and len(text) > limits.max_chars:
+            raise ApiError(
+                413,
+                f"{field}: {len(text)} characters; this server takes at most "
+                f"{limits.max_chars} (--max-chars)",
+                field,
+            )
+        try:
+            prefix_ids(text, translator.tgt_tok, translator.tgt_vocab, options.max_length, field)
+        except DataError as err:
+            raise ApiError(422, str(err), field) from None
+    return prefixes
 
 
 def check_cost(

@@ -94,6 +94,16 @@ class ServeConfig(BaseModel):
         description="Log one line per request (--no-access-log: none; warnings and errors "
         "are still logged).",
     )
+    reply_set: str = Field(
+        "",
+        description="A file of candidate replies, one per line: POST /v1/reply answers each "
+        "text with the ones the model scores highest (docs/steering.md, Reply sets).",
+    )
+    calibrated_abstain: bool = Field(
+        False,
+        description="Abstain below the threshold in each run's calibration.json (written by "
+        "jumok calibrate) unless a request gives abstain_below.",
+    )
 
 
 # ---------------------------------------------------------------------------------- requests
@@ -132,6 +142,18 @@ TranslateRequest = create_model(
             False,
             description="Return each hypothesis's attention matrix (output tokens x source "
             "tokens).",
+        ),
+    ),
+    prefix=(
+        str | list[str | None] | None,
+        Field(
+            None,
+            description="What each output must start with: its target tokens are decoded "
+            "first (scored, with attention rows), then the model goes on freely. One string for "
+            "every text, or a list with one entry per text (null or '': none). 422 naming "
+            "prefix or prefix[i] when a token is outside the target vocabulary or the prefix "
+            "leaves no room for eos within max_length.",
+            examples=["Zwei"],
         ),
     ),
     **{

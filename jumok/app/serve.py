@@ -42,6 +42,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from jumok.app import serve_replies
 from jumok.app.batcher import DynamicBatcher, QueueFull
 from jumok.app.guards import (
     ApiError,
@@ -52,7 +53,7 @@ from jumok.app.guards import (
     allowed_hosts,
     field_name,
 )
-from jumok.app.limits import check_cost, check_texts, decode_options
+from jumok.app.limits import check_cost, check_prefix, check_texts, decode_options
 from jumok.app.schemas import (
     SERVER_OWNED,
     ErrorResponse,
@@ -75,16 +76,16 @@ log = logging.getLogger("jumok.serve")
 
 # ---------------------------------------------------------------------------- served models
 def _decoder(translator: Translator):
-    """The batcher's decode function: ``translator.translate`` with a request's options and
-    whether it wants the attention (the batch key), stopped when every caller has gone."""
+    """The batcher's decode function: ``translator.translate`` of (text, prefix) pairs (each
+    text its own prefix) with a request's options and whether it wants the attention (the batch
+    key), stopped when every caller has gone."""
 
-    def decode(texts: list[str], key: tuple[DecodeConfig, bool], should_stop) -> list:
-        options, attention = key
+    def decode(items: list[tuple[str, str | None]], key: tuple[DecodeConfig, bool], should_stop):
+        (options, attention), (texts, prefixes) = key, zip(*items, strict=True)
+        run = {"attention": attention, "should_stop": should_stop, "prefix": prefixes}
         with warnings.catch_warnings():  # unknown characters are reported per result instead
             warnings.simplefilter("ignore")
-            return translator.translate(
-                texts, attention=attention, should_stop=should_stop, **options.model_dump()
-            )
+            return translator.translate(list(texts), **run, **options.model_dump())
 
     return decode
 
@@ -355,7 +356,9 @@ async def translate(
     check_texts(body.texts, served.translator, state.config)
     options = decode_options(body, served.translator, state.config)
     check_cost(body.texts, options, served.translator, state.config)
-    found = await _decode(served, body.texts, (options, body.attention), state.config)
+    prefixes = check_prefix(body, served.translator, options, state.config)
+    items = list(zip(body.texts, prefixes, strict=True))
+    found = await _decode(served, items, (options, body.attention), state.config)
     return TranslateResponse(
         model=name,
         results=[_result(t, body.attention) for t in found],
@@ -373,9 +376,9 @@ def _served_model(served: Mapping[str, Served], name: str) -> Served:
 
 
 async def _decode(
-    served: Served, texts: list[str], key: tuple[DecodeConfig, bool], limits: ServeConfig
+    served: Served, texts: list, key: tuple[DecodeConfig, bool], limits: ServeConfig
 ) -> list[Translation]:
-    """Decode ``texts`` through the model's batcher with ``key`` (the options, and whether to
+    """Decode ``texts`` ((text, prefix) pairs) through the model's batcher with ``key`` (the options, and whether to
     build the attention): 429 when its queue is full, 408 past --max-decode-seconds (the
     decoding then stops), 422 when the decoding refuses the input, 500 when it fails."""
     try:
@@ -446,6 +449,7 @@ def create_app(models: Mapping[str, Translator], config: ServeConfig | None = No
     app.state.served = {name: Served.create(name, t, config) for name, t in models.items()}
     app.state.default = next(iter(models))
     app.state.config = config
+    app.state.reply_sets = serve_replies.prepare(models, config)  # --reply-set, calibration
     # The last added runs first: the Host check, then the body's size and speed.
     app.add_middleware(BodyLimit, limit=config.max_body_bytes, timeout=config.read_timeout_seconds)
     hosts = allowed_hosts(config.host, config.allowed_hosts)
@@ -456,6 +460,7 @@ def create_app(models: Mapping[str, Translator], config: ServeConfig | None = No
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(Exception, internal_error)
     app.include_router(router)
+    app.include_router(serve_replies.router_for(_result, _served_model))
     return app
 
 

@@ -48,6 +48,7 @@ from jumok.decoding.constraints import (
     length_limits,
 )
 from jumok.decoding.hypothesis import Hypothesis, Waiting
+from jumok.decoding.prefix import Prefixes
 from jumok.decoding.prune import prune, prune_chunked
 from jumok.decoding.stop import StopCheck, check
 from jumok.decoding.trace import Trace
@@ -242,6 +243,7 @@ class BeamState:
             sentence at the first step and with ``opts.shared_encoder``.
         trace: the back-pointers from which finished hypotheses are read.
         limits: every sentence's (fewest, most) output tokens, by global id (for joining ones).
+        prefixes: every sentence's forced prefix, by global id (:mod:`jumok.decoding.prefix`).
     """
 
     opts: BeamOptions
@@ -258,9 +260,12 @@ class BeamState:
     enc: Encoded
     trace: Trace
     limits: tuple[Tensor, Tensor]
+    prefixes: Prefixes | None = None
 
     @classmethod
-    def start(cls, waiting: Waiting, slots: int, opts: BeamOptions) -> BeamState:
+    def start(
+        cls, waiting: Waiting, slots: int, opts: BeamOptions, prefixes: Prefixes | None = None
+    ) -> BeamState:
         """The search of the first ``slots`` waiting sentences, one start row each (a first
         step from one row, instead of K copies of it)."""
         src_len = torch.cat([length for _, length in waiting.batches]).tolist()
@@ -283,6 +288,7 @@ class BeamState:
             enc=enc,
             trace=Trace(),
             limits=limits,
+            prefixes=prefixes,
         )
 
     @property
@@ -296,7 +302,13 @@ class BeamState:
         self.step += 1
         logp_NV, self.state, weights_NS = expand(model, self.tokens_N, self.state, self.enc)
         self.trace.weights.append(weights_NS)
-        return adjust_(logp_NV, self.history_NT, self.length_N, self.opts, self.limits_N)
+        if self.prefixes is None:
+            return adjust_(logp_NV, self.history_NT, self.length_N, self.opts, self.limits_N)
+        sentence_N = torch.tensor(self.active, device=logp_NV.device)
+        forced = self.prefixes.at(sentence_N.repeat_interleave(self.width), self.length_N)
+        value_N = forced.read(logp_NV)  # the model's own, before the constraints
+        adjust_(logp_NV, self.history_NT, self.length_N, self.opts, self.limits_N)
+        return forced.apply_(logp_NV, value_N)
 
     def hypothesis(
         self, sentence: _Sentence, row: int, token: int, score: float, logp: float | None = None
@@ -485,15 +497,18 @@ def beam_search(
     src_len_B: Tensor,
     opts: BeamOptions,
     should_stop: StopCheck | None = None,
+    prefixes: Prefixes | None = None,
 ) -> list[list[Hypothesis]]:
-    """Decode a padded batch with beam search (``should_stop``: see :func:`beam_stream`).
+    """Decode a padded batch with beam search (``should_stop``, ``prefixes`` by batch row: see
+    :func:`beam_stream`).
 
     Returns:
         For each sentence, its ``n_best`` hypotheses, best first by the length- (and
         coverage-) normalised score; each carries tokens, total and per-token log-probabilities
         and its attention matrix (output tokens x real source tokens).
     """
-    return beam_stream(model, [(src_BS, src_len_B)], opts, src_BS.shape[0], should_stop)[0]
+    batches = [(src_BS, src_len_B)]
+    return beam_stream(model, batches, opts, src_BS.shape[0], should_stop, prefixes)[0]
 
 
 def streamable(opts: BeamOptions) -> bool:
@@ -509,6 +524,7 @@ def beam_stream(
     opts: BeamOptions,
     slots: int,
     should_stop: StopCheck | None = None,
+    prefixes: Prefixes | None = None,
 ) -> list[list[list[Hypothesis]]]:
     """Beam search over many batches with ``slots`` sentences searched side by side; when a
     sentence stops, the next waiting one takes its K rows.
@@ -518,19 +534,21 @@ def beam_stream(
     cost per row several times that of a full step.
 
     ``should_stop`` is asked before every step; True stops the search
-    (:class:`~jumok.decoding.stop.DecodingStopped`).
+    (:class:`~jumok.decoding.stop.DecodingStopped`). ``prefixes``: each sentence's forced
+    prefix, by global id (batch after batch).
 
     Returns:
         For each batch, for each sentence, its ``n_best`` hypotheses (see :func:`beam_search`).
     """
     whole = len(batches) == 1 and slots >= batches[0][0].shape[0]
     if not streamable(opts) and not whole:  # each batch whole: no sentence joins later
+        firsts = Waiting(model, batches).first_id
         return [
-            beam_search(model, src_BS, src_len_B, opts, should_stop)
-            for src_BS, src_len_B in batches
+            beam_search(model, src_BS, src_len_B, opts, should_stop, _part(prefixes, first, src_BS))
+            for (src_BS, src_len_B), first in zip(batches, firsts, strict=True)
         ]
     waiting = Waiting(model, batches)
-    beam = BeamState.start(waiting, slots, opts)
+    beam = BeamState.start(waiting, slots, opts, prefixes)
     while True:
         check(should_stop)
         logp_NV = beam.next_logp(model)  # expand, adjust
@@ -545,3 +563,8 @@ def beam_stream(
         if joining is not None:
             beam.join(joining)
     return waiting.split(beam.results())
+
+
+def _part(prefixes: Prefixes | None, first: int, src_BS: Tensor) -> Prefixes | None:
+    """The prefixes of the batch whose first sentence is ``first``."""
+    return None if prefixes is None else prefixes.part(first, src_BS.shape[0])

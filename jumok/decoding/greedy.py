@@ -12,14 +12,18 @@ from torch import Tensor, nn
 
 from jumok.data.vocab import BOS_ID, EOS_ID, PAD_ID
 from jumok.decoding.hypothesis import Hypothesis, Waiting, collect
+from jumok.decoding.prefix import Forced, Prefixes
 from jumok.decoding.stop import StopCheck, check
 from jumok.model.seq2seq import Seq2Seq
 
 
-def most_likely(logits_NV: Tensor) -> tuple[Tensor, Tensor]:
+def most_likely(logits_NV: Tensor, forced: Forced | None = None) -> tuple[Tensor, Tensor]:
     """Each row's most likely token (bos and padding excluded, as in beam search and sampling)
-    and its log-probability (float32)."""
+    and its log-probability (float32); a row inside its prefix (``forced``) gets the prefix's
+    token, with the model's log-probability of it."""
     logp_NV = logits_NV.log_softmax(-1, dtype=torch.float32)
+    if forced is not None:
+        forced.force_(logp_NV)
     logp_NV[:, BOS_ID] = -torch.inf
     logp_NV[:, PAD_ID] = -torch.inf
     return logp_NV.max(dim=-1)
@@ -32,6 +36,7 @@ def greedy(
     src_len_B: Tensor,
     max_length: int,
     should_stop: StopCheck | None = None,
+    prefixes: Prefixes | None = None,
 ) -> list[Hypothesis]:
     """Pick the most likely token at every step, for a whole padded batch at once.
 
@@ -42,6 +47,7 @@ def greedy(
         max_length: most output tokens per sentence, eos included.
         should_stop: asked before every step; True stops the search
             (:class:`~jumok.decoding.stop.DecodingStopped`).
+        prefixes: each sentence's forced prefix, by batch row (:mod:`jumok.decoding.prefix`).
 
     Returns:
         One :class:`Hypothesis` per sentence, in batch order.
@@ -58,7 +64,8 @@ def greedy(
     for step in range(max_length):
         check(should_stop)
         logits_NV, state, weights_NS = model.decode_step(tokens_N, state, enc)
-        logp_N, tokens_N = most_likely(logits_NV)
+        forced = None if prefixes is None else prefixes.at(rows_N, step)
+        logp_N, tokens_N = most_likely(logits_NV, forced)
         ids_BT[rows_N, step] = tokens_N
         logp_BT[rows_N, step] = logp_N
         if weights_NS is not None:
@@ -84,6 +91,7 @@ def greedy_stream(
     max_length: int,
     slots: int,
     should_stop: StopCheck | None = None,
+    prefixes: Prefixes | None = None,
 ) -> list[list[Hypothesis]]:
     """Greedy search over many batches with ``slots`` sentences decoded side by side, the place
     of each finished sentence taken at once by the next waiting one.
@@ -100,6 +108,7 @@ def greedy_stream(
         slots: sentences in flight (the decoding batch size).
         should_stop: asked before every step; True stops the search
             (:class:`~jumok.decoding.stop.DecodingStopped`).
+        prefixes: each sentence's forced prefix, by global id (batch after batch).
 
     Returns:
         For each batch, one :class:`Hypothesis` per sentence, in batch order.
@@ -114,7 +123,8 @@ def greedy_stream(
     while len(id_N):
         check(should_stop)
         logits_NV, state, weights_NS = model.decode_step(tokens_N, state, enc)
-        logp_N, tokens_N = most_likely(logits_NV)
+        forced = None if prefixes is None else prefixes.at(id_N, length_N)
+        logp_N, tokens_N = most_likely(logits_NV, forced)
         steps.append((id_N, tokens_N, logp_N, None if weights_NS is None else weights_NS.float()))
         length_N = length_N + 1
         done_N = (tokens_N == EOS_ID) | (length_N >= max_length)

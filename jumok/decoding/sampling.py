@@ -21,6 +21,7 @@ from jumok.data.vocab import BOS_ID, EOS_ID
 from jumok.decoding.constraints import BeamOptions, adjust, length_limits
 from jumok.decoding.hypothesis import Hypothesis
 from jumok.decoding.hypothesis import collect as _collect
+from jumok.decoding.prefix import Prefixes
 from jumok.decoding.stop import StopCheck, check
 from jumok.model.seq2seq import Seq2Seq
 
@@ -86,6 +87,7 @@ def sample(
     opts: SamplingOptions,
     constraints: BeamOptions,
     should_stop: StopCheck | None = None,
+    prefixes: Prefixes | None = None,
 ) -> list[list[Hypothesis]]:
     """Draw ``opts.samples`` outputs per sentence.
 
@@ -93,6 +95,7 @@ def sample(
         constraints: the length limits, no_repeat_ngram and repetition_penalty are used.
         should_stop: asked before every step; True stops the draw
             (:class:`~jumok.decoding.stop.DecodingStopped`).
+        prefixes: each sentence's forced prefix, by batch row: every sample starts with it.
 
     Returns:
         For each sentence, its distinct samples, best score first.
@@ -113,6 +116,9 @@ def sample(
         logits_NV, state, weights_NS = model.decode_step(tokens_N, state, enc)
         logp_NV = logits_NV.log_softmax(-1, dtype=torch.float32)
         allowed_NV = adjust(logp_NV, history_NT, step, constraints, limits_N)
+        if prefixes is not None:  # the prefix's token alone may be drawn
+            forced = prefixes.at(rows_N, step)
+            forced.apply_(allowed_NV, forced.read(logp_NV))
         scaled_NV = filter_logits(allowed_NV / opts.temperature, opts.top_k, opts.top_p)
         tokens_N = torch.multinomial(scaled_NV.softmax(-1), 1, generator=generator).squeeze(1)
         tokens_N = torch.where(done_N, torch.full_like(tokens_N, EOS_ID), tokens_N)

@@ -24,14 +24,15 @@ from torch import nn
 from jumok.checkpoint import Checkpoint, check_vocab_file, load_checkpoint, load_weights
 from jumok.config import Config, DecodeConfig, format_validation_error
 from jumok.data.inputs import remove_controls
-from jumok.data.splits import encode_pairs, encoder_order, iterate_batches, pad
+from jumok.data.splits import encoder_order, pad
 from jumok.data.tokenizers import CharTokenizer, Tokenizer, tokenizers_from_files
-from jumok.data.vocab import EOS, PAD_ID, UNK, UNK_ID, Vocab
+from jumok.data.vocab import EOS, UNK, UNK_ID, Vocab
 from jumok.data.vocab import Encoded as TokenIds
 from jumok.decoding import copies
 from jumok.decoding.diagnostics import AttentionDiagnostics, diagnose
 from jumok.decoding.hypothesis import Hypothesis
 from jumok.decoding.locate import resolve_checkpoint
+from jumok.decoding.prefix import PrefixArgument, encode_prefixes
 from jumok.decoding.search import run_search, search_batches
 from jumok.decoding.stop import StopCheck
 from jumok.errors import ConfigError, DataError, RunDirError
@@ -255,7 +256,7 @@ class Translator:
         opts = self.options(**options)
         self._decoding_model(opts.precision, opts.quantize)
 
-    def translate(
+    def translate(  # noqa: PLR0913 (pyproject.toml: lint exceptions)
         self,
         texts: Sequence[str],
         max_length: int | None = None,
@@ -265,6 +266,7 @@ class Translator:
         attention: bool = True,
         should_stop: StopCheck | None = None,
         strict: bool = False,
+        prefix: PrefixArgument = None,
         **options: Any,
     ) -> list[Translation]:
         """Translate each text.
@@ -279,12 +281,14 @@ class Translator:
                 stops (a server stops the request of a caller that has gone).
             strict: a blank text is an error; otherwise its translation is empty and marked
                 ``skipped``, so the outputs stay aligned with the inputs.
+            prefix: what each output must start with (scored, then decoded freely): one text
+                for all, or one per text (None or '': none). See :mod:`jumok.decoding.prefix`.
 
         Returns:
             One :class:`Translation` per text, in order; its ``hypotheses`` hold the n-best.
 
         Raises:
-            DataError: with ``strict``, a text is empty.
+            DataError: with ``strict``, a text is empty; a bad prefix.
             ConfigError: an option is unknown or out of range.
             jumok.decoding.stop.DecodingStopped: ``should_stop`` returned True.
         """
@@ -296,16 +300,16 @@ class Translator:
                 "decode.replace_unk: this model has no attention (model.attention: none) to "
                 "point at a source token; turn replace_unk off"
             )
+        prefixes = encode_prefixes(prefix, texts, self.tgt_tok, self.tgt_vocab, opts.max_length)
         src_tokens, encoded = self._encode(texts)
         kept = [i for i, tokens in enumerate(src_tokens) if tokens]
         if strict and len(kept) < len(texts):
-            first = next(i for i, tokens in enumerate(src_tokens) if not tokens)
-            raise DataError(
-                f"input {first + 1}: the text is empty; expected at least one character"
-            )
+            first = next(i for i, tokens in enumerate(src_tokens) if not tokens) + 1
+            raise DataError(f"input {first}: the text is empty; expected at least one character")
         src_tokens, encoded = [src_tokens[i] for i in kept], [encoded[i] for i in kept]
+        prefixes = prefixes and [prefixes[i] for i in kept]
         self._warn_unknown(src_tokens, encoded)
-        found = self._search(src_tokens, encoded, opts, attention, should_stop) if kept else []
+        found = self._search(src_tokens, encoded, opts, attention, should_stop, prefixes)
         if rerank is not None:
             rerank.apply([texts[i] for i in kept], [candidates for _, candidates in found])
         results = {
@@ -333,13 +337,16 @@ class Translator:
         opts: DecodeConfig,
         attention: bool = True,
         should_stop: StopCheck | None = None,
+        prefixes: list[list[int]] | None = None,
     ) -> list[tuple[list[str], list[Candidate]]]:
         """Decode every input: for each, in the inputs' order, the tokens its attention
         columns stand for and its n-best candidates (``attention``, ``should_stop``: see
-        :meth:`translate`).
+        :meth:`translate`; ``prefixes``: each input's forced prefix ids).
 
         Inputs are decoded in order of length so that batches carry little padding.
         """
+        if not encoded:
+            return []
         reverse, fill = self.config.data.reverse_source, self.config.data.fill_source_to
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].ids))
         model = self._decoding_model(opts.precision, opts.quantize)
@@ -351,7 +358,8 @@ class Translator:
             for b in rows
         ]
         with self._autocast(opts.precision):
-            found_batches = search_batches(model, batches, opts, should_stop)
+            ordered = prefixes and [prefixes[i] for i in order]
+            found_batches = search_batches(model, batches, opts, should_stop, ordered)
         found: dict[int, tuple[list[str], list[Candidate]]] = {}
         for chunk, chunk_rows, hyps_B in zip(chunks, rows, found_batches, strict=True):
             for i, row, hyps in zip(chunk, chunk_rows, hyps_B, strict=True):
@@ -389,7 +397,6 @@ class Translator:
             abstained=abstained,
         )
 
-    @torch.no_grad()
     def score(
         self, sources: Sequence[str], targets: Sequence[str], batch_size: int | None = None
     ) -> list[float]:
@@ -397,34 +404,29 @@ class Translator:
 
         A language model (``model.type: lm``) ignores the sources: it gives log P(target).
         """
-        if len(sources) != len(targets):
-            raise ValueError(f"{len(sources)} sources for {len(targets)} targets")
-        if not targets:
-            return []
-        if self.model_type == "lm":
-            sources = ["x"] * len(targets)  # read by no encoder
-        # an empty source (an empty reply scored by a reverse model) is read as one unknown token
-        sources = [s if s.strip() else "\ufffd" for s in sources]
-        data = encode_pairs(
-            list(zip(sources, targets, strict=True)),
-            self.src_vocab,
-            self.tgt_vocab,
-            self.config.data.reverse_source,
-            tokenize_source=self.src_tok.tokenize,
-            tokenize_target=self.tgt_tok.tokenize,
-            fill_source_to=self.config.data.fill_source_to,
-        )
-        totals = [0.0] * len(targets)
-        for batch in iterate_batches(data, batch_size or self.config.decode.batch_size):
-            batch = batch.to(self.device)
-            logits_BTV, _ = self.model(batch.src_BS, batch.src_len_B, batch.tgt_in_BT)
-            logp_BT = (
-                logits_BTV.float().log_softmax(-1).gather(-1, batch.tgt_out_BT.unsqueeze(-1))
-            ).squeeze(-1)
-            logp_BT = logp_BT.masked_fill(batch.tgt_out_BT == PAD_ID, 0.0)
-            for index, value in zip(batch.index_B.tolist(), logp_BT.sum(1).tolist(), strict=True):
-                totals[index] = value
-        return totals
+        from jumok.decoding.scoring import score_pairs
+
+        return score_pairs(self, sources, targets, batch_size)
+
+    def reply(
+        self,
+        texts: Sequence[str],
+        candidates: Any,
+        diversity: float | None = None,
+        *,
+        attention: bool = True,
+        **options: Any,
+    ) -> list[Translation]:
+        """Answer each text with the ``n_best`` replies of ``candidates`` (a list of texts, or a
+        :class:`jumok.decoding.replies.ReplySet` built once) the model scores highest, each with
+        its teacher-forced attention; ``diversity`` T skips a reply whose chrF similarity to one
+        already chosen is >= T. ``options``: ``decode.*`` fields (n_best, length_penalty, alpha,
+        batch_size, abstain_below). See :mod:`jumok.decoding.replies`."""
+        from jumok.decoding.replies import reply
+
+        beam = max(options.get("n_best") or 1, self.config.decode.beam)  # no search: any n_best
+        opts = self.options(**{**options, "beam": beam})
+        return reply(self, texts, candidates, opts, diversity, attention)
 
     def generate(self, n: int, **options: Any) -> list[Candidate]:
         """Sample ``n`` sentences from a language model (``model.type: lm``).
