@@ -216,6 +216,22 @@ CASES = [
         ("run/vocab.json", "run/best.safetensors", "differ"),
     ),
     Case(
+        "jumok average of a run whose vocab.json differs",
+        lambda w: (
+            run_with_vocab_json(swap_target_tokens)(w)
+            and [
+                "average",
+                str(w / "run"),
+                str(w / "run" / "best.safetensors"),
+                "--checkpoint",
+                "last",
+                "--out",
+                str(w / "avg.safetensors"),
+            ]
+        ),  # fmt: skip
+        ("run/vocab.json", "run/last.safetensors", "differ"),
+    ),
+    Case(
         "jumok average of a checkpoint with flipped bytes",
         average_of(flip_4kb),
         ("bad.safetensors", "checksum mismatch"),

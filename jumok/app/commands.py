@@ -319,10 +319,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_average(args: argparse.Namespace) -> int:
     """``jumok average``: write the mean of several checkpoints' weights to --out."""
     from jumok.decoding.ensemble import average_checkpoints
-    from jumok.decoding.translator import resolve_checkpoint
+    from jumok.decoding.translator import load_run_checkpoint, resolve_checkpoint
 
     paths = [resolve_checkpoint(path, args.checkpoint) for path in args.checkpoints]
     refuse_same_file(args.out, "--out", **{f"checkpoint {i}": p for i, p in enumerate(paths, 1)})
+    for given, path in zip(args.checkpoints, paths, strict=True):
+        load_run_checkpoint(given, path)  # a run directory's vocab.json must match, as in translate
     average_checkpoints(paths, args.out, one_run=not args.force)
     print(f"wrote the average of {len(paths)} checkpoints to {args.out}")
     return 0
