@@ -559,6 +559,7 @@ def main(argv: list[str] | None = None) -> int:
             code = 2
         else:
             args = parser.parse_args(argv)
+            runtime.import_torch()  # Ctrl-C held back while torch initialises
             code = args.func(args)
     except JumokError as err:
         print(f"jumok: error: {err}", file=sys.stderr)

@@ -19,7 +19,9 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import signal
 import sys
+import threading
 
 # jumok's default for both kernel caches (a value already in the environment is kept).
 KERNEL_CACHE = 32
@@ -50,6 +52,26 @@ def release_free_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+def import_torch() -> None:
+    """Import PyTorch with Ctrl-C held back until the import is done.
+
+    A KeyboardInterrupt raised while torch's C++ extensions initialise does not unwind: it
+    aborts the process ("terminate called after throwing an instance of
+    'pybind11::error_already_set'"). A Ctrl-C that arrives during the import is noted and
+    raised right after it, where the command line reports it as one line with status 130.
+    """
+    if "torch" in sys.modules or threading.current_thread() is not threading.main_thread():
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        import torch  # noqa: F401
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
 
 
 def quick_exit(code: int) -> None:
